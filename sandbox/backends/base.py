@@ -1,0 +1,81 @@
+"""The backend interface. Backends are chosen by name (`SANDBOX_BACKEND`) and built from a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
+from ..result import RunResult
+from ..spec import RunSpec
+
+# Called with ("stdout" | "stderr", bytes) for every chunk kept within the output caps, in order.
+OutputCallback = Callable[[str, bytes], None]
+
+DEFAULT_SECCOMP_PROFILE = Path(__file__).resolve().parent.parent.parent / "seccomp" / "profile.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    """Everything a backend needs from the operator; plain values, no Django."""
+
+    workdir: Path = Path("/var/lib/codeexec/sandbox")
+    seccomp_profile: Path = DEFAULT_SECCOMP_PROFILE
+    sandbox_uid: int = 61000
+    sandbox_gid: int = 61000
+    cgroup_parent: str = "codeexec"
+    tmp_mb: int = 64
+    default_limits: Limits = DEFAULT_LIMITS
+    max_limits: Limits = MAX_LIMITS
+    bwrap_path: str = "/usr/bin/bwrap"
+    # docker backend
+    host_workdir: Path | None = None
+    apparmor_profile: str | None = None
+    disable_security: bool = False
+    runner_images: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
+        """Defaults for tools that run without Django (bench, tests of the package alone)."""
+        env = os.environ if environ is None else environ
+        base = cls()
+        return dataclasses.replace(
+            base,
+            workdir=Path(env.get("SANDBOX_WORKDIR", str(base.workdir))),
+            seccomp_profile=Path(env.get("SECCOMP_PROFILE", str(base.seccomp_profile))),
+            sandbox_uid=int(env.get("SANDBOX_UID", base.sandbox_uid)),
+            sandbox_gid=int(env.get("SANDBOX_GID", env.get("SANDBOX_UID", base.sandbox_gid))),
+            cgroup_parent=env.get("SANDBOX_CGROUP_PARENT", base.cgroup_parent),
+        )
+
+
+class Backend:
+    """Runs a RunSpec to completion and returns a RunResult. Subclasses implement every hook."""
+
+    name = "base"
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+
+    def run(self, spec: RunSpec, artifacts_dir: Path | None = None,
+            on_output: OutputCallback | None = None) -> RunResult:
+        """Run `spec`; copy artifacts into `artifacts_dir` (the caller owns and removes them)."""
+        raise NotImplementedError
+
+    def cancel(self, run_id: str) -> bool:
+        """Kill the run's sandbox from any thread or process on this host; True if one was found."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """Language name -> version string of what really runs in this backend's sandbox."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise SandboxUnavailable if this backend cannot run code here (used by /readyz)."""
+        raise NotImplementedError
+
+    def cleanup_orphans(self) -> list[str]:
+        """Remove what crashed runs left behind (processes, groups, mounts, dirs); return what went."""
+        raise NotImplementedError
