@@ -72,6 +72,10 @@ class Backend:
         """Language name -> version string of what really runs in this backend's sandbox."""
         raise NotImplementedError
 
+    def version(self, language: str) -> str:
+        """Version of one language (backends may probe just that one)."""
+        return self.versions()[language]
+
     def check(self) -> None:
         """Raise SandboxUnavailable if this backend cannot run code here (used by /readyz)."""
         raise NotImplementedError

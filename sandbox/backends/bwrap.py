@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import InvalidSpec, SandboxUnavailable
-from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages
+from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages, get_language
 from ..limits import MIB, Limits
 from ..result import ErrorCode, RunError, RunResult, Status, Usage
 from ..seccomp import SeccompProgram
@@ -86,7 +86,7 @@ class BwrapBackend(Backend):
         self._cgroups: CgroupDriver | None = None
         self._prepared = False
         self._prepare_lock = threading.Lock()
-        self._versions: dict[str, str] | None = None
+        self._versions: dict[str, str] = {}
         self._cancel_events: dict[str, threading.Event] = {}
         self._mpl_fontlist: Path | None = None
 
@@ -137,12 +137,12 @@ class BwrapBackend(Backend):
                                      f"{result.error.message if result.error else result.stderr[-500:]}")
 
     def versions(self) -> dict[str, str]:
-        if self._versions is None:
-            found: dict[str, str] = {}
-            for lang in all_languages():
-                found[lang.name] = self._probe_version(lang)
-            self._versions = found
-        return dict(self._versions)
+        return {lang.name: self.version(lang.name) for lang in all_languages()}
+
+    def version(self, language: str) -> str:
+        if language not in self._versions:
+            self._versions[language] = self._probe_version(get_language(language))
+        return self._versions[language]
 
     def _probe_version(self, lang: Language) -> str:
         self.prepare()

@@ -1,0 +1,56 @@
+# codeexec — see README.md. `make test` is what CI runs (through .ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+# Test-time services: the machine's PostgreSQL and Redis unless told otherwise.
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/codeexec
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help venv test lint format bench run up down logs clean
+
+help:
+	@echo "make test    run the test suite (root: the bwrap sandbox needs it)"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   sandbox overhead benchmark"
+	@echo "make run     run the service on this Linux host with the bwrap backend (no Docker)"
+	@echo "make up      run the service with Docker Compose"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	DEBUG=1 $(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DEBUG=1 $(VENV)/bin/mypy sandbox codeexec_site runs files
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv
+	$(PY) bench/sandbox_overhead.py
+
+run: venv
+	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/gunicorn codeexec_site.wsgi -b 0.0.0.0:$(PORT) -k gthread --threads 8 --workers 2
+
+up:
+	@echo "The Docker Compose stack arrives with the docker backend (issue 5); use 'make run' on a Linux host." >&2
+	@exit 2
+
+down logs:
+	@echo "The Docker Compose stack arrives with the docker backend (issue 5)." >&2
+	@exit 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

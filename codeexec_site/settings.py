@@ -1,0 +1,145 @@
+"""codeexec settings: everything comes from the environment (see the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
+
+from .env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+# Development defaults exist only with DEBUG=1; in production every secret must be given.
+_DEV = DEBUG
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-production" if _DEV else None)
+SIGNING_KEY = env_str("SIGNING_KEY", "dev-insecure-signing-key" if _DEV else None)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if _DEV else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG=0")
+
+PORT = env_int("PORT", 8080, minimum=1)
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", f"http://localhost:{PORT}").rstrip("/")
+DATA_DIR = Path(env_str("DATA_DIR", "/var/lib/codeexec"))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_dramatiq",
+    "runs",
+    "files",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "codeexec_site.urls"
+WSGI_APPLICATION = "codeexec_site.wsgi.application"
+ASGI_APPLICATION = "codeexec_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/codeexec" if _DEV else None),
+        conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL (postgres://...)")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "OPTIONS": {"url": REDIS_URL},
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+API_KEYS = env_str("API_KEYS", "dev_123:dev:10:20" if _DEV else "")
+
+# ---- sandbox --------------------------------------------------------------------------------------
+SANDBOX_BACKEND = env_str("SANDBOX_BACKEND", "bwrap")
+if SANDBOX_BACKEND not in ("bwrap", "docker"):
+    raise ImproperlyConfigured(f"SANDBOX_BACKEND must be 'bwrap' or 'docker', got {SANDBOX_BACKEND!r}")
+SANDBOX_WORKDIR = Path(env_str("SANDBOX_WORKDIR", str(DATA_DIR / "sandbox")))
+HOST_SANDBOX_DIR = Path(env_str("HOST_SANDBOX_DIR", str(SANDBOX_WORKDIR)))
+STORAGE_DIR = Path(env_str("STORAGE_DIR", str(DATA_DIR / "storage")))
+SECCOMP_PROFILE = Path(env_str("SECCOMP_PROFILE", str(BASE_DIR / "seccomp" / "profile.json")))
+APPARMOR_PROFILE = env_str("APPARMOR_PROFILE", "") or None
+DISABLE_SANDBOX_SECURITY = env_bool("DISABLE_SANDBOX_SECURITY", False)
+SANDBOX_UID = env_int("SANDBOX_UID", 61000, minimum=1)
+SANDBOX_GID = env_int("SANDBOX_GID", SANDBOX_UID, minimum=1)
+SANDBOX_CGROUP_PARENT = env_str("SANDBOX_CGROUP_PARENT", "codeexec")
+SANDBOX_TMP_MB = env_int("SANDBOX_TMP_MB", 64, minimum=1)
+RUNNER_IMAGES = {
+    lang: env_str(f"RUNNER_IMAGE_{lang.upper()}", f"codeexec-runner-{lang}:latest")
+    for lang in ("python", "node", "ruby", "php", "go")
+}
+
+
+def _limits_from_env(prefix: str, base: Limits) -> Limits:
+    values = {name: env_int(f"{prefix}{name.upper()}", getattr(base, name), minimum=0) for name in Limits.field_names()}
+    return Limits(**values)
+
+
+LIMITS_MAX = _limits_from_env("LIMITS_MAX_", MAX_LIMITS)
+LIMITS_DEFAULT = _limits_from_env("LIMITS_DEFAULT_", DEFAULT_LIMITS)
+for _name in Limits.field_names():
+    if getattr(LIMITS_DEFAULT, _name) > getattr(LIMITS_MAX, _name):
+        raise ImproperlyConfigured(f"LIMITS_DEFAULT_{_name.upper()} exceeds LIMITS_MAX_{_name.upper()}")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,32 @@
+"""The one small interface between Django and the sandbox package: a backend built from settings."""
+
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+
+from sandbox import Backend, SandboxConfig, get_backend
+
+
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(
+        workdir=settings.SANDBOX_WORKDIR,
+        host_workdir=settings.HOST_SANDBOX_DIR,
+        seccomp_profile=settings.SECCOMP_PROFILE,
+        apparmor_profile=settings.APPARMOR_PROFILE,
+        disable_security=settings.DISABLE_SANDBOX_SECURITY,
+        sandbox_uid=settings.SANDBOX_UID,
+        sandbox_gid=settings.SANDBOX_GID,
+        cgroup_parent=settings.SANDBOX_CGROUP_PARENT,
+        tmp_mb=settings.SANDBOX_TMP_MB,
+        default_limits=settings.LIMITS_DEFAULT,
+        max_limits=settings.LIMITS_MAX,
+        runner_images=dict(settings.RUNNER_IMAGES),
+    )
+
+
+@functools.cache
+def get_sandbox() -> Backend:
+    """The process-wide backend chosen by SANDBOX_BACKEND (built once, on first use)."""
+    return get_backend(settings.SANDBOX_BACKEND, sandbox_config())

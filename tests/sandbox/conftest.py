@@ -1,0 +1,67 @@
+"""Fixtures for the sandbox conformance suite: a real backend running real interpreters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox import Backend, Limits, RunResult, RunSpec, SandboxConfig, get_backend
+from sandbox.spec import InputFile, SourceFile
+
+# Backends the suite runs against; docker joins when its backend lands (issue 5).
+BACKENDS = [b for b in os.environ.get("CODEEXEC_TEST_BACKENDS", "bwrap").split(",") if b]
+
+
+@pytest.fixture(scope="session")
+def sandbox_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="codeexec-test-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Backend:
+    config = SandboxConfig(workdir=sandbox_root / request.param, cgroup_parent=f"codeexec-test-{os.getpid()}")
+    b = get_backend(request.param, config)
+    b.check()  # fails loudly when bwrap, root, cgroups or seccomp are missing
+    return b
+
+
+class Runner:
+    """Small helper so tests read as 'run this code in that language with these limits'."""
+
+    def __init__(self, backend: Backend, tmp_path: Path) -> None:
+        self.backend = backend
+        self.tmp_path = tmp_path
+
+    def __call__(self, language: str, code: str, *, stdin: str | bytes = b"", args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, sources: tuple[SourceFile, ...] = (),
+                 files: tuple[InputFile, ...] = (), artifacts: bool = True, **limits: int) -> RunResult:
+        spec = RunSpec(language=language, code=code, stdin=stdin, args=args, env=env or {}, sources=sources,
+                       files=files, limits=Limits(**{**Limits().as_dict(), **limits}))
+        out = self.tmp_path / "artifacts" if artifacts else None
+        if out is not None:
+            out.mkdir(exist_ok=True)
+        return self.backend.run(spec, artifacts_dir=out)
+
+
+@pytest.fixture
+def run(backend: Backend, tmp_path: Path) -> Runner:
+    return Runner(backend, tmp_path)
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 that a sandbox must not reach."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    yield srv.getsockname()[1]
+    srv.close()
