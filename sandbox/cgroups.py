@@ -63,8 +63,10 @@ class CgroupDriver:
         elif self.v2 is not None:
             self.version = 2
         else:
-            raise SandboxUnavailable("no usable cgroup hierarchy: need cgroup v2 with memory and pids, "
-                                     "or cgroup v1 memory, pids and cpuacct controllers")
+            raise SandboxUnavailable(
+                "no usable cgroup hierarchy: need cgroup v2 with memory and pids, "
+                "or cgroup v1 memory, pids and cpuacct controllers"
+            )
         self._prepared = False
 
     def prepare(self) -> None:
@@ -85,11 +87,15 @@ class CgroupDriver:
                 for mnt in self.v1.values():
                     (mnt / self.parent).mkdir(parents=True, exist_ok=True)
                 mem_parent = self.v1["memory"] / self.parent
-                if (mem_parent / "memory.use_hierarchy").exists() and _read(mem_parent / "memory.use_hierarchy").strip() != "1":
+                if (mem_parent / "memory.use_hierarchy").exists() and _read(
+                    mem_parent / "memory.use_hierarchy"
+                ).strip() != "1":
                     _write(mem_parent / "memory.use_hierarchy", "1")
         except OSError as exc:
-            raise SandboxUnavailable(f"cannot prepare cgroup parent '{self.parent}': {exc} "
-                                     "(the bwrap backend must run as root with cgroups writable)") from exc
+            raise SandboxUnavailable(
+                f"cannot prepare cgroup parent '{self.parent}': {exc} "
+                "(the bwrap backend must run as root with cgroups writable)"
+            ) from exc
         self._prepared = True
 
     def group(self, name: str) -> RunCgroup:
@@ -104,7 +110,7 @@ class CgroupDriver:
 
     def existing_groups(self) -> list[str]:
         """Names of run groups under the parent (for the janitor)."""
-        base = (self.v2 if self.version == 2 else self.v1["memory"])
+        base = self.v2 if self.version == 2 else self.v1["memory"]
         assert base is not None
         parent = base / self.parent
         if not parent.is_dir():

@@ -7,7 +7,7 @@ import enum
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -22,7 +22,7 @@ class Status(str, enum.Enum):
         return self not in (Status.QUEUED, Status.RUNNING)
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     COMPILE_ERROR = "compile_error"
     WALL_TIMEOUT = "wall_timeout"
     CPU_TIMEOUT = "cpu_timeout"
@@ -95,8 +95,10 @@ class RunResult:
             "stdout_truncated": self.stdout_truncated,
             "stderr_truncated": self.stderr_truncated,
             "usage": dataclasses.asdict(self.usage),
-            "artifacts": [{"path": a.path, "bytes": a.bytes, "sha256": a.sha256, "content_type": a.content_type}
-                          for a in self.artifacts],
+            "artifacts": [
+                {"path": a.path, "bytes": a.bytes, "sha256": a.sha256, "content_type": a.content_type}
+                for a in self.artifacts
+            ],
             "skipped_artifacts": [dataclasses.asdict(s) for s in self.skipped_artifacts],
             "error": self.error.as_dict() if self.error else None,
             "runtime_version": self.runtime_version,

@@ -20,8 +20,15 @@ from .errors import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
-        "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_OPS = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
 _NATIVE_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
@@ -44,8 +51,9 @@ def compile_profile(profile: dict[str, Any], out_path: Path) -> list[str]:
     try:
         import pyseccomp as seccomp
     except (ImportError, RuntimeError) as exc:  # RuntimeError: libseccomp.so missing
-        raise SandboxUnavailable(f"pyseccomp/libseccomp unavailable ({exc}); pip install pyseccomp "
-                                 "and apt-get install libseccomp2") from exc
+        raise SandboxUnavailable(
+            f"pyseccomp/libseccomp unavailable ({exc}); pip install pyseccomp and apt-get install libseccomp2"
+        ) from exc
     arch_name = _NATIVE_ARCH.get(platform.machine())
     listed = {a.get("architecture") for a in profile.get("archMap", [])}
     if arch_name is None or (listed and arch_name not in listed):
@@ -58,8 +66,7 @@ def compile_profile(profile: dict[str, Any], out_path: Path) -> list[str]:
         if rule.get("includes") or rule.get("excludes"):
             raise SandboxUnavailable("seccomp profile rules with includes/excludes are not supported")
         action = _action(seccomp, rule["action"], rule.get("errnoRet"))
-        args = [seccomp.Arg(a["index"], _OPS[a["op"]], a["value"], a.get("valueTwo", 0))
-                for a in rule.get("args", [])]
+        args = [seccomp.Arg(a["index"], _OPS[a["op"]], a["value"], a.get("valueTwo", 0)) for a in rule.get("args", [])]
         for name in rule["names"]:
             try:
                 seccomp.resolve_syscall(seccomp.system_arch(), name)

@@ -15,11 +15,48 @@ from .workspace import normalize_relpath
 
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Variables that change how an interpreter, the loader or the shell behave: a run may not set them.
-ENV_DENIED_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "TMPDIR", "IFS", "ENV",
-                              "BASH_ENV", "LANG", "LANGUAGE", "MPLBACKEND", "MPLCONFIGDIR", "PERL5LIB",
-                              "PERL5OPT", "PHPRC", "PHP_INI_SCAN_DIR", "CGO_ENABLED", "TZDIR"})
-ENV_DENIED_PREFIXES = ("LD_", "PYTHON", "NODE_", "NPM_", "RUBY", "GEM_", "BUNDLE_", "GO", "LC_", "CODEEXEC_",
-                       "DYLD_", "MALLOC_", "GLIBC_", "OPENBLAS_", "OMP_", "MKL_")
+ENV_DENIED_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PWD",
+        "TMPDIR",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "LANG",
+        "LANGUAGE",
+        "MPLBACKEND",
+        "MPLCONFIGDIR",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "CGO_ENABLED",
+        "TZDIR",
+    }
+)
+ENV_DENIED_PREFIXES = (
+    "LD_",
+    "PYTHON",
+    "NODE_",
+    "NPM_",
+    "RUBY",
+    "GEM_",
+    "BUNDLE_",
+    "GO",
+    "LC_",
+    "CODEEXEC_",
+    "DYLD_",
+    "MALLOC_",
+    "GLIBC_",
+    "OPENBLAS_",
+    "OMP_",
+    "MKL_",
+)
 MAX_ENV_VARS = 64
 MAX_ENV_VALUE_BYTES = 4096
 MAX_ARGS = 64

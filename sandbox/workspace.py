@@ -73,8 +73,9 @@ def mount_tmpfs(target: Path, size_bytes: int, nr_inodes: int, mode: int = 0o755
     opts = f"size={size_bytes},nr_inodes={nr_inodes},mode={mode:o},uid=0,gid=0".encode()
     if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
         err = ctypes.get_errno()
-        raise SandboxUnavailable(f"cannot mount the run's tmpfs at {target}: {os.strerror(err)} "
-                                 "(the bwrap backend must run as root)")
+        raise SandboxUnavailable(
+            f"cannot mount the run's tmpfs at {target}: {os.strerror(err)} (the bwrap backend must run as root)"
+        )
 
 
 def umount(target: Path) -> None:
@@ -142,12 +143,14 @@ class Workspace:
         """Stage an input file under /work/inputs, root-owned and read-only."""
         return self._write_stream(self.inputs, relpath, chunks, owner=(0, 0), file_mode=0o444, dir_mode=0o755)
 
-    def _write(self, base: Path, relpath: str, content: bytes, owner: tuple[int, int], file_mode: int,
-               dir_mode: int) -> None:
+    def _write(
+        self, base: Path, relpath: str, content: bytes, owner: tuple[int, int], file_mode: int, dir_mode: int
+    ) -> None:
         self._write_stream(base, relpath, iter([content]), owner, file_mode, dir_mode)
 
-    def _write_stream(self, base: Path, relpath: str, chunks: Iterator[bytes], owner: tuple[int, int],
-                      file_mode: int, dir_mode: int) -> int:
+    def _write_stream(
+        self, base: Path, relpath: str, chunks: Iterator[bytes], owner: tuple[int, int], file_mode: int, dir_mode: int
+    ) -> int:
         parts = relpath.split("/")
         dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -160,8 +163,9 @@ class Workspace:
                 next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
                 os.close(dir_fd)
                 dir_fd = next_fd
-            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=dir_fd)
+            fd = os.open(
+                parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+            )
             written = 0
             try:
                 for chunk in chunks:
@@ -247,8 +251,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _walk_regular_candidates(top_fd: int, top_rel: str, skipped: list[SkippedArtifact],
-                             ) -> Iterator[tuple[str, int, str]]:
+def _walk_regular_candidates(
+    top_fd: int,
+    top_rel: str,
+    skipped: list[SkippedArtifact],
+) -> Iterator[tuple[str, int, str]]:
     """Yield (relpath, dir_fd, name) for every non-directory entry, sorted, descending without links."""
     budget = [MAX_SCAN_ENTRIES]
 
@@ -267,8 +274,9 @@ def _walk_regular_candidates(top_fd: int, top_rel: str, skipped: list[SkippedArt
                     skipped.append(SkippedArtifact(relpath, "directory nested too deep"))
                     continue
                 try:
-                    sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  dir_fd=dir_fd)
+                    sub = os.open(
+                        entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+                    )
                 except OSError as exc:
                     skipped.append(SkippedArtifact(relpath, f"cannot open directory: {exc.strerror}"))
                     continue
@@ -308,8 +316,13 @@ def _copy_artifact(fd: int, relpath: str, dest_dir: Path | None, size: int) -> A
         if out_fd is not None:
             os.close(out_fd)
     content_type = mimetypes.guess_type(relpath)[0] or "application/octet-stream"
-    return Artifact(path=relpath, bytes=copied, sha256=digest.hexdigest(), content_type=content_type,
-                    local_path=str(local_path) if local_path else None)
+    return Artifact(
+        path=relpath,
+        bytes=copied,
+        sha256=digest.hexdigest(),
+        content_type=content_type,
+        local_path=str(local_path) if local_path else None,
+    )
 
 
 def stale_run_dirs(root: Path) -> Sequence[Path]:

@@ -22,4 +22,4 @@ def get_backend(name: str, config: SandboxConfig) -> Backend:
     raise SandboxUnavailable(f"unknown SANDBOX_BACKEND '{name}' (choose one of {', '.join(BACKEND_NAMES)})")
 
 
-__all__ = ["Backend", "OutputCallback", "SandboxConfig", "get_backend", "BACKEND_NAMES"]
+__all__ = ["BACKEND_NAMES", "Backend", "OutputCallback", "SandboxConfig", "get_backend"]

@@ -59,8 +59,9 @@ class Backend:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
 
-    def run(self, spec: RunSpec, artifacts_dir: Path | None = None,
-            on_output: OutputCallback | None = None) -> RunResult:
+    def run(
+        self, spec: RunSpec, artifacts_dir: Path | None = None, on_output: OutputCallback | None = None
+    ) -> RunResult:
         """Run `spec`; copy artifacts into `artifacts_dir` (the caller owns and removes them)."""
         raise NotImplementedError
 

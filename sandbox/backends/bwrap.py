@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..cgroups import CgroupDriver, RunCgroup
+from ..cgroups import CgroupDriver
 from ..errors import InvalidSpec, SandboxUnavailable
 from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages, get_language
 from ..limits import MIB, Limits
@@ -52,12 +52,13 @@ INFO_TIMEOUT_S = 10.0
 WORK_NR_INODES = 16384
 
 # /etc entries every program may read, bound read-only when the host has them.
-COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types",
-              "ssl/openssl.cnf")
+COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types", "ssl/openssl.cnf")
 SYNTHETIC_ETC = {
-    "passwd": (f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-               f"sandbox:x:{SANDBOX_INNER_UID}:{SANDBOX_INNER_GID}:sandbox:/tmp:/usr/sbin/nologin\n"
-               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+    "passwd": (
+        f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_INNER_UID}:{SANDBOX_INNER_GID}:sandbox:/tmp:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
     "group": f"root:x:0:\nsandbox:x:{SANDBOX_INNER_GID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1 localhost\n::1 localhost\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\nservices: files\nprotocols: files\n",
@@ -104,8 +105,10 @@ class BwrapBackend(Backend):
             if self._prepared:
                 return
             if os.geteuid() != 0:
-                raise SandboxUnavailable("the bwrap backend must run as root: it mounts each run's tmpfs and "
-                                         "creates its cgroup, then drops to SANDBOX_UID before starting bwrap")
+                raise SandboxUnavailable(
+                    "the bwrap backend must run as root: it mounts each run's tmpfs and "
+                    "creates its cgroup, then drops to SANDBOX_UID before starting bwrap"
+                )
             if self.config.disable_security:
                 raise SandboxUnavailable("DISABLE_SANDBOX_SECURITY is refused by the bwrap backend")
             if self.config.sandbox_uid == 0 or self.config.sandbox_gid == 0:
@@ -113,7 +116,9 @@ class BwrapBackend(Backend):
             if not os.access(PRLIMIT, os.X_OK):
                 raise SandboxUnavailable(f"{PRLIMIT} not found (apt-get install util-linux)")
             if not os.access(self.config.bwrap_path, os.X_OK):
-                raise SandboxUnavailable(f"bubblewrap not found at {self.config.bwrap_path} (apt-get install bubblewrap)")
+                raise SandboxUnavailable(
+                    f"bubblewrap not found at {self.config.bwrap_path} (apt-get install bubblewrap)"
+                )
             for d in (self.workdir, self.runs_dir):
                 d.mkdir(mode=0o711, parents=True, exist_ok=True)
                 os.chmod(d, 0o711)
@@ -133,8 +138,10 @@ class BwrapBackend(Backend):
         self.prepare()
         result = self.run(RunSpec(language="python", code="print('ok')"))
         if result.status != Status.SUCCEEDED or result.stdout != "ok\n":
-            raise SandboxUnavailable(f"sandbox self-test failed: {result.status.value} "
-                                     f"{result.error.message if result.error else result.stderr[-500:]}")
+            raise SandboxUnavailable(
+                f"sandbox self-test failed: {result.status.value} "
+                f"{result.error.message if result.error else result.stderr[-500:]}"
+            )
 
     def versions(self) -> dict[str, str]:
         return {lang.name: self.version(lang.name) for lang in all_languages()}
@@ -150,9 +157,21 @@ class BwrapBackend(Backend):
         spec = RunSpec(language=lang.name, code="", limits=limits)
         ws = self._workspace(spec, 0)
         try:
-            outcome, _ = self._step(spec, ws, "probe", lang.version_probe, {**lang.env, **lang.compile_env},
-                                    limits.timeout_ms, limits.cpu_ms, limits.memory_mb * MIB, 64, b"", 4096,
-                                    None, build_writable=False)
+            outcome, _ = self._step(
+                spec,
+                ws,
+                "probe",
+                lang.version_probe,
+                {**lang.env, **lang.compile_env},
+                limits.timeout_ms,
+                limits.cpu_ms,
+                limits.memory_mb * MIB,
+                64,
+                b"",
+                4096,
+                None,
+                build_writable=False,
+            )
         finally:
             ws.destroy()
         if outcome.returncode != 0:
@@ -161,8 +180,9 @@ class BwrapBackend(Backend):
 
     # ---- running ----------------------------------------------------------------------------------
 
-    def run(self, spec: RunSpec, artifacts_dir: Path | None = None,
-            on_output: OutputCallback | None = None) -> RunResult:
+    def run(
+        self, spec: RunSpec, artifacts_dir: Path | None = None, on_output: OutputCallback | None = None
+    ) -> RunResult:
         spec.validate()
         lang = spec.lang
         limits = spec.limits
@@ -187,10 +207,21 @@ class BwrapBackend(Backend):
 
             if lang.compile is not None:
                 outcome, cg_usage = self._step(
-                    spec, ws, "compile", lang.compile, {**lang.env, **lang.compile_env, **spec.env},
-                    limits.compile_timeout_ms, limits.compile_timeout_ms, limits.compile_memory_mb * MIB,
-                    COMPILE_PIDS, b"", limits.max_output_bytes, None, build_writable=True,
-                    cancel_event=cancel_event)
+                    spec,
+                    ws,
+                    "compile",
+                    lang.compile,
+                    {**lang.env, **lang.compile_env, **spec.env},
+                    limits.compile_timeout_ms,
+                    limits.compile_timeout_ms,
+                    limits.compile_memory_mb * MIB,
+                    COMPILE_PIDS,
+                    b"",
+                    limits.max_output_bytes,
+                    None,
+                    build_writable=True,
+                    cancel_event=cancel_event,
+                )
                 wall_total += outcome.wall_ms
                 cpu_total = _add(cpu_total, cg_usage.cpu_ms)
                 compile_result = classify(outcome, cg_usage, phase="compile")
@@ -202,29 +233,48 @@ class BwrapBackend(Backend):
                     compile_result.stderr = _text(outcome.stdout + outcome.stderr)
                     compile_result.stdout = ""
                     compile_result.stderr_truncated = outcome.stdout_truncated or outcome.stderr_truncated
-                    compile_result.usage = Usage(wall_ms=wall_total, cpu_ms=cpu_total,
-                                                 memory_peak_bytes=cg_usage.memory_peak_bytes,
-                                                 output_bytes=len(compile_result.stderr.encode()))
+                    compile_result.usage = Usage(
+                        wall_ms=wall_total,
+                        cpu_ms=cpu_total,
+                        memory_peak_bytes=cg_usage.memory_peak_bytes,
+                        output_bytes=len(compile_result.stderr.encode()),
+                    )
                     return compile_result
 
             outcome, cg_usage = self._step(
-                spec, ws, "run", (*lang.run, *spec.args), {**lang.env, **spec.env},
-                limits.timeout_ms, limits.cpu_ms, limits.memory_mb * MIB, limits.pids, spec.stdin_bytes,
-                limits.max_output_bytes, on_output, build_writable=False, cancel_event=cancel_event)
+                spec,
+                ws,
+                "run",
+                (*lang.run, *spec.args),
+                {**lang.env, **spec.env},
+                limits.timeout_ms,
+                limits.cpu_ms,
+                limits.memory_mb * MIB,
+                limits.pids,
+                spec.stdin_bytes,
+                limits.max_output_bytes,
+                on_output,
+                build_writable=False,
+                cancel_event=cancel_event,
+            )
             result = classify(outcome, cg_usage, phase="run")
             result.usage.wall_ms = wall_total + outcome.wall_ms
             result.usage.cpu_ms = _add(cpu_total, cg_usage.cpu_ms)
             if result.status != Status.ERROR:
                 result.artifacts, result.skipped_artifacts = ws.collect_artifacts(
-                    artifacts_dir, limits.max_artifacts, limits.max_artifact_bytes, limits.max_artifacts_total_bytes)
+                    artifacts_dir, limits.max_artifacts, limits.max_artifact_bytes, limits.max_artifacts_total_bytes
+                )
                 result.usage.artifact_bytes = sum(a.bytes for a in result.artifacts)
             return result
         except InvalidSpec:
             raise
         except (SandboxUnavailable, OSError) as exc:
             log.exception("sandbox failure in run %s", spec.run_id)
-            return RunResult(status=Status.ERROR, error=RunError(ErrorCode.SANDBOX_ERROR, f"sandbox failure: {exc}"),
-                             usage=Usage(wall_ms=None, cpu_ms=None))
+            return RunResult(
+                status=Status.ERROR,
+                error=RunError(ErrorCode.SANDBOX_ERROR, f"sandbox failure: {exc}"),
+                usage=Usage(wall_ms=None, cpu_ms=None),
+            )
         finally:
             self._cancel_events.pop(spec.run_id, None)
             if ws is not None:
@@ -257,8 +307,9 @@ class BwrapBackend(Backend):
         removed: list[str] = []
         live = set()
         for run_dir in stale_run_dirs(self.runs_dir):
-            ws = Workspace(root=self.runs_dir, run_dir=run_dir, uid=self.config.sandbox_uid,
-                           gid=self.config.sandbox_gid)
+            ws = Workspace(
+                root=self.runs_dir, run_dir=run_dir, uid=self.config.sandbox_uid, gid=self.config.sandbox_gid
+            )
             ws.destroy()
             removed.append(f"dir:{run_dir.name}")
         if self.runs_dir.is_dir():
@@ -276,13 +327,32 @@ class BwrapBackend(Backend):
         # Compiled programs need room beside the user's disk quota for their build products.
         build_slack = 64 * MIB if spec.lang.compiled else 0
         size = limits.disk_mb * MIB + input_bytes + build_slack + MIB
-        return Workspace.create(self.runs_dir, spec.run_id, self.config.sandbox_uid, self.config.sandbox_gid,
-                                size_bytes=size, nr_inodes=WORK_NR_INODES + 4 * len(spec.files))
+        return Workspace.create(
+            self.runs_dir,
+            spec.run_id,
+            self.config.sandbox_uid,
+            self.config.sandbox_gid,
+            size_bytes=size,
+            nr_inodes=WORK_NR_INODES + 4 * len(spec.files),
+        )
 
-    def _step(self, spec: RunSpec, ws: Workspace, step: str, argv: Sequence[str], env: Mapping[str, str],
-              timeout_ms: int, cpu_ms: int, memory_bytes: int, pids: int, stdin: bytes, max_output_bytes: int,
-              on_output: OutputCallback | None, build_writable: bool,
-              cancel_event: threading.Event | None = None) -> tuple[StepOutcome, StepUsage]:
+    def _step(
+        self,
+        spec: RunSpec,
+        ws: Workspace,
+        step: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout_ms: int,
+        cpu_ms: int,
+        memory_bytes: int,
+        pids: int,
+        stdin: bytes,
+        max_output_bytes: int,
+        on_output: OutputCallback | None,
+        build_writable: bool,
+        cancel_event: threading.Event | None = None,
+    ) -> tuple[StepOutcome, StepUsage]:
         cgroup = self.cgroups.group(f"{spec.run_id}.{step}")
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
@@ -295,17 +365,43 @@ class BwrapBackend(Backend):
             limit_fsize = max(spec.limits.disk_mb, self.config.tmp_mb) * MIB
             # rlimits are set inside the sandbox by prlimit(1) just before the program's exec: the
             # service needs no CAP_SYS_RESOURCE, and the lowered hard limits cannot be raised again.
-            limited_argv = [PRLIMIT, "--core=0:0", f"--fsize={limit_fsize}:{limit_fsize}",
-                            f"--nofile=1024:{MAX_OPEN_FILES}", "--", *argv]
+            limited_argv = [
+                PRLIMIT,
+                "--core=0:0",
+                f"--fsize={limit_fsize}:{limit_fsize}",
+                f"--nofile=1024:{MAX_OPEN_FILES}",
+                "--",
+                *argv,
+            ]
             bwrap_argv = build_bwrap_argv(
-                bwrap=self.config.bwrap_path, ws=ws, static_dir=self.static_dir, lang=spec.lang,
-                argv=limited_argv, env=env, tmp_bytes=self.config.tmp_mb * MIB, build_writable=build_writable,
-                seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r, mpl_fontlist=self._mpl_fontlist)
+                bwrap=self.config.bwrap_path,
+                ws=ws,
+                static_dir=self.static_dir,
+                lang=spec.lang,
+                argv=limited_argv,
+                env=env,
+                tmp_bytes=self.config.tmp_mb * MIB,
+                build_writable=build_writable,
+                seccomp_fd=seccomp_fd,
+                info_fd=info_w,
+                block_fd=block_r,
+                mpl_fontlist=self._mpl_fontlist,
+            )
             proc = subprocess.Popen(
-                bwrap_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={}, cwd="/", close_fds=True, pass_fds=(info_w, block_r, seccomp_fd),
-                user=self.config.sandbox_uid, group=self.config.sandbox_gid, extra_groups=[],
-                start_new_session=True, umask=0o022)
+                bwrap_argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+                cwd="/",
+                close_fds=True,
+                pass_fds=(info_w, block_r, seccomp_fd),
+                user=self.config.sandbox_uid,
+                group=self.config.sandbox_gid,
+                extra_groups=[],
+                start_new_session=True,
+                umask=0o022,
+            )
             for fd in (info_w, block_r, seccomp_fd):
                 os.close(fd)
                 fds.remove(fd)
@@ -320,8 +416,18 @@ class BwrapBackend(Backend):
             def is_cancelled() -> bool:
                 return (cancel_event is not None and cancel_event.is_set()) or cancel_marker.exists()
 
-            outcome = supervise(proc, stdin, timeout_ms, cpu_ms, cgroup.cpu_usage_ms, cgroup.kill_all,
-                                max_output_bytes, on_output, is_cancelled, started)
+            outcome = supervise(
+                proc,
+                stdin,
+                timeout_ms,
+                cpu_ms,
+                cgroup.cpu_usage_ms,
+                cgroup.kill_all,
+                max_output_bytes,
+                on_output,
+                is_cancelled,
+                started,
+            )
             if outcome.killed_for is None and is_cancelled():
                 outcome.killed_for = "cancel"
             cgroup.kill_all()  # nothing outlives its step
@@ -341,6 +447,7 @@ class BwrapBackend(Backend):
                     pass
             cgroup.destroy()
 
+
 @dataclasses.dataclass
 class StepUsage:
     """What the step's cgroup counted."""
@@ -354,11 +461,19 @@ def classify(outcome: StepOutcome, usage: StepUsage, phase: str) -> RunResult:
     """Status and error from what the supervisor saw; the first matching rule wins."""
     stdout = _text(outcome.stdout, outcome.stdout_truncated)
     stderr = _text(outcome.stderr, outcome.stderr_truncated)
-    result = RunResult(status=Status.FAILED, stdout=stdout, stderr=stderr,
-                       stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
-                       usage=Usage(wall_ms=outcome.wall_ms, cpu_ms=usage.cpu_ms,
-                                   memory_peak_bytes=usage.memory_peak_bytes,
-                                   output_bytes=len(outcome.stdout) + len(outcome.stderr)))
+    result = RunResult(
+        status=Status.FAILED,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_truncated=outcome.stdout_truncated,
+        stderr_truncated=outcome.stderr_truncated,
+        usage=Usage(
+            wall_ms=outcome.wall_ms,
+            cpu_ms=usage.cpu_ms,
+            memory_peak_bytes=usage.memory_peak_bytes,
+            output_bytes=len(outcome.stdout) + len(outcome.stderr),
+        ),
+    )
     code = outcome.returncode
     oom_kills = usage.oom_kills
     what = "compilation" if phase == "compile" else "the program"
@@ -368,7 +483,9 @@ def classify(outcome: StepOutcome, usage: StepUsage, phase: str) -> RunResult:
         result.error = RunError(ErrorCode.CANCELLED, "The run was cancelled.")
     elif outcome.killed_for == "wall":
         result.status = Status.TIMEOUT
-        result.error = RunError(ErrorCode.WALL_TIMEOUT, f"{what.capitalize()} exceeded the wall-clock limit ({limit_name}).")
+        result.error = RunError(
+            ErrorCode.WALL_TIMEOUT, f"{what.capitalize()} exceeded the wall-clock limit ({limit_name})."
+        )
     elif outcome.killed_for == "cpu":
         result.status = Status.TIMEOUT
         limit = "compile_timeout_ms" if phase == "compile" else "cpu_ms"
@@ -376,11 +493,15 @@ def classify(outcome: StepOutcome, usage: StepUsage, phase: str) -> RunResult:
     elif oom_kills > 0 and code != 0:
         result.status = Status.OOM
         limit = "compile_memory_mb" if phase == "compile" else "memory_mb"
-        result.error = RunError(ErrorCode.MEMORY_LIMIT, f"{what.capitalize()} was killed by the memory limit ({limit}).")
+        result.error = RunError(
+            ErrorCode.MEMORY_LIMIT, f"{what.capitalize()} was killed by the memory limit ({limit})."
+        )
     elif code == 1 and outcome.stderr.startswith(b"bwrap: "):
         result.status = Status.ERROR
-        result.error = RunError(ErrorCode.SANDBOX_ERROR,
-                                f"the sandbox could not start: {outcome.stderr.decode(errors='replace').strip()[:500]}")
+        result.error = RunError(
+            ErrorCode.SANDBOX_ERROR,
+            f"the sandbox could not start: {outcome.stderr.decode(errors='replace').strip()[:500]}",
+        )
     elif code == 0:
         result.status = Status.SUCCEEDED
     else:
@@ -416,19 +537,37 @@ def _add(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else a + b
 
 
-def build_bwrap_argv(*, bwrap: str, ws: Workspace, static_dir: Path, lang: Language, argv: Sequence[str],
-                     env: Mapping[str, str], tmp_bytes: int, build_writable: bool, seccomp_fd: int, info_fd: int,
-                     block_fd: int, mpl_fontlist: Path | None) -> list[str]:
+def build_bwrap_argv(
+    *,
+    bwrap: str,
+    ws: Workspace,
+    static_dir: Path,
+    lang: Language,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    tmp_bytes: int,
+    build_writable: bool,
+    seccomp_fd: int,
+    info_fd: int,
+    block_fd: int,
+    mpl_fontlist: Path | None,
+) -> list[str]:
     """The whole sandbox as bubblewrap arguments; every flag is chosen on purpose."""
     args = [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net (loopback only), uts, cgroup
-        "--unshare-user", "--disable-userns",  # a user namespace of its own, and no nested ones
-        "--uid", str(SANDBOX_INNER_UID), "--gid", str(SANDBOX_INNER_GID),
-        "--hostname", "sandbox",
+        "--unshare-user",
+        "--disable-userns",  # a user namespace of its own, and no nested ones
+        "--uid",
+        str(SANDBOX_INNER_UID),
+        "--gid",
+        str(SANDBOX_INNER_GID),
+        "--hostname",
+        "sandbox",
         "--die-with-parent",  # the worker dying takes the sandbox with it
         "--new-session",  # no TIOCSTI into a terminal
-        "--cap-drop", "ALL",
+        "--cap-drop",
+        "ALL",
         "--clearenv",
     ]
     for key, value in {**BASE_ENV, **env}.items():
@@ -452,11 +591,16 @@ def build_bwrap_argv(*, bwrap: str, ws: Workspace, static_dir: Path, lang: Langu
     if mpl_fontlist is not None and "MPLCONFIGDIR" in env:
         args += ["--ro-bind", str(mpl_fontlist), f"{MPLCONFIGDIR}/{mpl_fontlist.name}"]
     args += [
-        "--remount-ro", "/",
-        "--chdir", "/work",
-        "--seccomp", str(seccomp_fd),
-        "--info-fd", str(info_fd),
-        "--block-fd", str(block_fd),
+        "--remount-ro",
+        "/",
+        "--chdir",
+        "/work",
+        "--seccomp",
+        str(seccomp_fd),
+        "--info-fd",
+        str(info_fd),
+        "--block-fd",
+        str(block_fd),
         "--",
         *argv,
     ]
@@ -498,8 +642,10 @@ def _check_traversable(path: Path) -> None:
     """Every parent must be searchable by others, or bwrap (as the sandbox uid) cannot bind the run."""
     for parent in [path, *path.parents]:
         if not os.stat(parent).st_mode & 0o001:
-            raise SandboxUnavailable(f"{parent} is not searchable by other users (needs o+x) — "
-                                     "SANDBOX_WORKDIR must sit below world-traversable directories")
+            raise SandboxUnavailable(
+                f"{parent} is not searchable by other users (needs o+x) — "
+                "SANDBOX_WORKDIR must sit below world-traversable directories"
+            )
 
 
 def _prebuild_matplotlib_cache(cache_dir: Path) -> Path | None:
@@ -513,12 +659,19 @@ def _prebuild_matplotlib_cache(cache_dir: Path) -> Path | None:
     tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    proc = subprocess.run([python, "-c", "import matplotlib.font_manager"], env={"MPLCONFIGDIR": str(tmp),
-                          "PATH": "/usr/bin:/bin", "HOME": str(tmp)}, capture_output=True, timeout=120, cwd="/")
+    proc = subprocess.run(
+        [python, "-c", "import matplotlib.font_manager"],
+        env={"MPLCONFIGDIR": str(tmp), "PATH": "/usr/bin:/bin", "HOME": str(tmp)},
+        capture_output=True,
+        timeout=120,
+        cwd="/",
+    )
     built = sorted(tmp.glob("fontlist-*.json"))
     if proc.returncode != 0 or not built:
-        log.warning("matplotlib font cache not built (%s); plots will build it per run",
-                    proc.stderr.decode(errors="replace")[-300:])
+        log.warning(
+            "matplotlib font cache not built (%s); plots will build it per run",
+            proc.stderr.decode(errors="replace")[-300:],
+        )
         shutil.rmtree(tmp, ignore_errors=True)
         return None
     for p in tmp.iterdir():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -19,12 +19,12 @@ from sandbox import InvalidSpec, RunSpec, SandboxUnavailable, get_language, reso
 
 class Command(BaseCommand):
     help = "Run a program in the sandbox and print the result as one JSON object."
-    requires_system_checks: list[str] = []  # type: ignore[assignment]
+    requires_system_checks: ClassVar[list[str]] = []  # type: ignore[misc]
     requires_migrations_checks = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--language", "-l", required=True, help="python, node, ruby, php or go (or an alias)")
-        parser.add_argument("--limits", default=None, help='JSON object of limits, e.g. \'{"timeout_ms": 2000}\'')
+        parser.add_argument("--limits", default=None, help="JSON object of limits, e.g. '{\"timeout_ms\": 2000}'")
         parser.add_argument("--stdin", dest="stdin_file", default=None, help="file whose bytes are the program's stdin")
         parser.add_argument("--artifacts-dir", default=None, help="copy files written to /work/outputs here")
         parser.add_argument("file", help="source file of the program, or - to read it from standard input")
@@ -75,8 +75,7 @@ class Command(BaseCommand):
         out = result.as_dict()
         out["artifacts"] = [{"path": a.path, "bytes": a.bytes} for a in result.artifacts]
         out["runtime_version"] = version
-        document = {"object": "run", "language": lang.name, "backend": backend.name, **out,
-                    "limits": limits.as_dict()}
+        document = {"object": "run", "language": lang.name, "backend": backend.name, **out, "limits": limits.as_dict()}
         self.stdout.write(json.dumps(document, ensure_ascii=False))
 
     def _read_bytes(self, name: str, what: str) -> bytes:
