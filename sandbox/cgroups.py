@@ -108,6 +108,19 @@ class CgroupDriver:
             return {"unified": self.v2 / self.parent / name}
         return {ctrl: mnt / self.parent / name for ctrl, mnt in self.v1.items()}
 
+    def remove_parent(self) -> None:
+        """Remove the (empty) parent groups, e.g. after a test session with its own parent."""
+        bases = [self.v2] if self.version == 2 else list(self.v1.values())
+        for base in bases:
+            assert base is not None
+            node = base / self.parent
+            while node != base:
+                try:
+                    node.rmdir()
+                except OSError:
+                    break
+                node = node.parent
+
     def existing_groups(self) -> list[str]:
         """Names of run groups under the parent (for the janitor)."""
         base = self.v2 if self.version == 2 else self.v1["memory"]

@@ -27,11 +27,15 @@ def sandbox_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Iterator[Backend]:
     config = SandboxConfig(workdir=sandbox_root / request.param, cgroup_parent=f"codeexec-test-{os.getpid()}")
     b = get_backend(request.param, config)
     b.check()  # fails loudly when bwrap, root, cgroups or seccomp are missing
-    return b
+    yield b
+    leftovers = b.cleanup_orphans()
+    if request.param == "bwrap":
+        b.cgroups.remove_parent()  # type: ignore[attr-defined]
+    assert leftovers == [], f"the backend left these behind: {leftovers}"
 
 
 class Runner:
