@@ -152,7 +152,13 @@ class RunCgroup:
 
     def create(self, memory_bytes: int, pids_max: int) -> None:
         for path in self.paths.values():
-            path.mkdir(exist_ok=False)
+            try:
+                path.mkdir(exist_ok=False)
+            except FileNotFoundError:
+                # The parent vanished (an operator or a janitor removed it): make it again, once.
+                self.driver._prepared = False
+                self.driver.prepare()
+                path.mkdir(exist_ok=False)
         if self.v2:
             _write(self._p("memory", "memory.max"), str(memory_bytes))
             if self._p("memory", "memory.swap.max").exists():
