@@ -41,9 +41,9 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
 class CgroupDriver:
     """Finds the hierarchies once; makes `RunCgroup`s under `<hierarchy>/<parent>/`."""
 
-    def __init__(self, parent: str = "codeexec") -> None:
+    def __init__(self, parent: str = "codeexec", mounts: list[tuple[str, str, set[str]]] | None = None) -> None:
         self.parent = parent.strip("/")
-        mounts = _mounts()
+        mounts = _mounts() if mounts is None else mounts
         self.version: int
         self.v1: dict[str, Path] = {}
         self.v2: Path | None = None
