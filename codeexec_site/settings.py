@@ -35,12 +35,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_dramatiq",
     "runs",
     "files",
 ]
 
 MIDDLEWARE = [
+    "runs.middleware.RequestIdMiddleware",
+    "runs.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +103,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "runs.worker.WorkerPresenceMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
@@ -136,6 +140,45 @@ LIMITS_DEFAULT = _limits_from_env("LIMITS_DEFAULT_", DEFAULT_LIMITS)
 for _name in Limits.field_names():
     if getattr(LIMITS_DEFAULT, _name) > getattr(LIMITS_MAX, _name):
         raise ImproperlyConfigured(f"LIMITS_DEFAULT_{_name.upper()} exceeds LIMITS_MAX_{_name.upper()}")
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(STORAGE_DIR), "directory_permissions_mode": 0o700, "file_permissions_mode": 0o600},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# ---- API ------------------------------------------------------------------------------------------
+MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024, minimum=1)
+MAX_STDIN_BYTES = env_int("MAX_STDIN_BYTES", 1024 * 1024, minimum=0)
+MAX_SOURCES_BYTES = env_int("MAX_SOURCES_BYTES", 1024 * 1024, minimum=0)
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
+RUN_WAIT_MAX_S = env_int("RUN_WAIT_MAX_S", 150, minimum=0)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["runs.auth.BearerKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "runs.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "codeexec API",
+    "DESCRIPTION": "Run untrusted code in hardened sandboxes. OpenAI-style errors and lists.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SECURITY": [{"bearerAuth": []}],
+    "APPEND_COMPONENTS": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+}
 
 LOGGING = {
     "version": 1,

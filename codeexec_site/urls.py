@@ -1,9 +1,26 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import SimpleRouter
 
+from files.views import FileViewSet
 from runs import views as run_views
+from runs.views import RuntimesViewSet, RunViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("runs", RunViewSet, basename="run")
+router.register("files", FileViewSet, basename="file")
+router.register("runtimes", RuntimesViewSet, basename="runtime")
 
 urlpatterns = [
+    path("v1/openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("v1/", include(router.urls)),
     path("admin/", admin.site.urls),
     path("healthz", run_views.healthz),
+    path("readyz", run_views.readyz),
 ]
+
+handler400 = "runs.errors.handler400"
+handler403 = "runs.errors.handler403"
+handler404 = "runs.errors.handler404"
+handler500 = "runs.errors.handler500"

@@ -1,6 +1,233 @@
+"""HTTP for runs, runtimes and health: validation, scoping, shapes. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from . import redis as cx_redis
+from .errors import APIError, not_found
+from .models import Run
+from .pagination import paginate
+from .render import render_run
+from .serializers import DeletedSerializer, ErrorSerializer, RunCreateSerializer, RunListSerializer, RunSerializer
+from .services import create_run, wait_for_terminal
+
+CANCEL_WAIT_S = 5.0
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request (the error names the `param`)."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing or wrong API key."),
+    404: OpenApiResponse(ErrorSerializer, description="No such object for this key."),
+}
+
+
+class RunViewSet(viewsets.ViewSet):
+    """Runs of the calling key."""
+
+    lookup_field = "public_id"
+    lookup_value_regex = "[^/]+"
+
+    def _get(self, request: Request, public_id: str) -> Run:
+        run = Run.objects.filter(owner=request.user, public_id=public_id).first()
+        if run is None:
+            raise not_found("run", param="id")
+        return run
+
+    @extend_schema(
+        request=RunCreateSerializer,
+        responses={
+            200: OpenApiResponse(RunSerializer, description="The finished run (`wait: true`)."),
+            202: OpenApiResponse(
+                RunSerializer, description="Queued (`wait: false`) or still running after the server's maximum wait."
+            ),
+            413: OpenApiResponse(ErrorSerializer, description="`code`, `stdin`, `sources` or the body is too large."),
+            **ERRORS,
+        },
+        summary="Create a run",
+    )
+    def create(self, request: Request) -> Response:
+        serializer = RunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        run = create_run(request.user, data)  # type: ignore[arg-type]
+        if data.get("wait", True):
+            run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
+        code = status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED
+        return Response(render_run(run), status=code)
+
+    @extend_schema(responses={200: RunSerializer, **ERRORS}, summary="Retrieve a run")
+    def retrieve(self, request: Request, public_id: str) -> Response:
+        return Response(render_run(self._get(request, public_id)))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description="1-100, default 20"),
+            OpenApiParameter("after", str, description="A run id: list the runs after it in this order."),
+            OpenApiParameter("order", str, enum=["desc", "asc"], description="By creation time; default desc."),
+            OpenApiParameter("status", str, enum=[c for c, _ in Run.StatusChoices.choices]),
+            OpenApiParameter("language", str),
+        ],
+        responses={200: RunListSerializer, **ERRORS},
+        summary="List runs",
+    )
+    def list(self, request: Request) -> Response:
+        queryset = Run.objects.filter(owner=request.user).prefetch_related("artifact_files")
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            if status_filter not in Run.StatusChoices.values:
+                raise APIError(f"Unknown status '{status_filter}'.", param="status")
+            queryset = queryset.filter(status=status_filter)
+        language = request.query_params.get("language")
+        if language:
+            from sandbox import InvalidSpec, get_language
+
+            try:
+                queryset = queryset.filter(language=get_language(language).name)
+            except InvalidSpec as exc:
+                raise APIError(exc.message, param="language") from exc
+        return Response(paginate(request, queryset, render_run))
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: RunSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The run already finished (`run_not_cancellable`)."),
+            **ERRORS,
+        },
+        summary="Cancel a run",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, public_id: str) -> Response:
+        run = self._get(request, public_id)
+        if run.cancel_if_queued():
+            run.refresh_from_db()
+            return Response(render_run(run))
+        if run.request_cancel():
+            cx_redis.publish_cancel(run.public_id)
+            run = wait_for_terminal(run, CANCEL_WAIT_S)
+            return Response(render_run(run))
+        run.refresh_from_db()
+        raise APIError(
+            f"Run {run.public_id} is {run.status} and cannot be cancelled.", 409, code="run_not_cancellable", param="id"
+        )
+
+    @extend_schema(
+        responses={
+            200: DeletedSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The run is still queued or running."),
+            **ERRORS,
+        },
+        summary="Delete a finished run and its artifacts",
+    )
+    def destroy(self, request: Request, public_id: str) -> Response:
+        run = self._get(request, public_id)
+        if not run.is_terminal:
+            raise APIError(
+                f"Run {run.public_id} is {run.status}; cancel it or wait until it finishes.",
+                409,
+                code="run_not_finished",
+                param="id",
+            )
+        blobs = [f.blob for f in run.artifact_files.all()]
+        with transaction.atomic():
+            run.artifact_files.all().delete()
+            run.delete()
+        for blob in blobs:
+            blob.delete(save=False)
+        return Response({"id": public_id, "object": "run", "deleted": True})
+
+
+RuntimeSerializer = inline_serializer(
+    "Runtime",
+    {
+        "object": serializers.CharField(default="runtime"),
+        "language": serializers.CharField(),
+        "version": serializers.CharField(),
+        "aliases": serializers.ListField(child=serializers.CharField()),
+        "entry_file": serializers.CharField(),
+        "compiled": serializers.BooleanField(),
+        "packages": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+class RuntimesViewSet(viewsets.ViewSet):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "RuntimeList",
+                {
+                    "object": serializers.CharField(default="list"),
+                    "data": serializers.ListField(child=RuntimeSerializer),
+                },
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="No worker has reported its runtimes yet."),
+        },
+        summary="List the languages and the versions that really run",
+    )
+    def list(self, request: Request) -> Response:
+        from sandbox import all_languages
+
+        versions: dict[str, str] = {}
+        for worker in cx_redis.live_workers():
+            if worker.get("ok") and worker.get("backend") == settings.SANDBOX_BACKEND and worker.get("versions"):
+                versions = worker["versions"]
+                break
+        if not versions:
+            raise APIError(
+                "No sandbox worker is available to report runtime versions.", 503, code="no_worker_available"
+            )
+        data = [
+            {
+                "object": "runtime",
+                "language": lang.name,
+                "version": versions.get(lang.name, "unavailable"),
+                "aliases": list(lang.aliases),
+                "entry_file": lang.entry_file,
+                "compiled": lang.compiled,
+                "packages": list(lang.packages),
+            }
+            for lang in all_languages()
+        ]
+        return Response({"object": "list", "data": data})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive (readiness, which checks dependencies, is /readyz)."""
     return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database, broker and a worker whose sandbox backend passed its self-test."""
+    checks: dict[str, Any] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        cx_redis.client().ping()
+        checks["broker"] = "ok"
+        workers = [w for w in cx_redis.live_workers() if w.get("backend") == settings.SANDBOX_BACKEND]
+        good = [w for w in workers if w.get("ok")]
+        if good:
+            checks["sandbox"] = "ok"
+        elif workers:
+            checks["sandbox"] = f"error: {workers[0].get('error') or 'self-test failed'}"
+        else:
+            checks["sandbox"] = "error: no worker has reported in"
+    except Exception as exc:
+        checks["broker"] = f"error: {type(exc).__name__}"
+        checks["sandbox"] = "unknown"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

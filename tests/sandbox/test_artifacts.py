@@ -165,7 +165,7 @@ def test_it_never_exposes_a_hard_linked_file_from_outside_outputs(run, tmp_path:
     result = run("python", code, files=(InputFile.from_bytes("secret.txt", secret),))
     assert result.status == Status.SUCCEEDED, result.stderr
     made = result.stdout.split()
-    assert "code-link.py" in made  # a hard link inside /work is possible, so the collector must face it
+    assert "private-link.txt" in made  # a hard link inside /work is possible, so the collector must face it
     for artifact in result.artifacts:
         data = Path(artifact.local_path or "").read_bytes()
         # Only files of this run's /work may ever show up, and never an input nor /tmp through a link.
@@ -337,8 +337,9 @@ def _failing_input(exc: BaseException) -> InputFile:
 @pytest.mark.parametrize(
     "exc", [OSError(5, "storage read failed"), RuntimeError("storage client crashed")], ids=["oserror", "runtime"]
 )
-def test_it_leaves_nothing_behind_when_staging_an_input_raises(backend: Backend, tmp_path: Path,
-                                                              exc: BaseException) -> None:
+def test_it_leaves_nothing_behind_when_staging_an_input_raises(
+    backend: Backend, tmp_path: Path, exc: BaseException
+) -> None:
     spec = RunSpec(language="python", code="print('never')", files=(_failing_input(exc),))
     try:
         result = backend.run(spec, artifacts_dir=tmp_path)
@@ -351,8 +352,7 @@ def test_it_leaves_nothing_behind_when_staging_an_input_raises(backend: Backend,
     assert _leftovers(backend) == []
 
 
-def test_it_leaves_nothing_behind_when_the_artifact_destination_is_unusable(backend: Backend,
-                                                                           tmp_path: Path) -> None:
+def test_it_leaves_nothing_behind_when_the_artifact_destination_is_unusable(backend: Backend, tmp_path: Path) -> None:
     # The destination is a file, so copying the artifact fails half-way through collection.
     dest = tmp_path / "not-a-dir"
     dest.write_text("x")
@@ -374,8 +374,9 @@ def test_it_leaves_nothing_behind_after_many_runs_in_parallel(backend: Backend, 
         out = tmp_path / f"a{i}"
         out.mkdir()
         code = f"open('outputs/n.txt', 'w').write('{i}')\n" + ("while True: pass\n" if i % 2 else "")
-        r = backend.run(RunSpec(language="python", code=code, limits=Limits(timeout_ms=800, memory_mb=64)),
-                        artifacts_dir=out)
+        # The looping runs hit a short wall clock; the quick ones get plenty, so load cannot flip them.
+        limits = Limits(timeout_ms=800 if i % 2 else 20_000, memory_mb=64)
+        r = backend.run(RunSpec(language="python", code=code, limits=limits), artifacts_dir=out)
         with lock:
             results.append(r)
 
@@ -407,3 +408,15 @@ def test_it_sees_a_live_run_in_the_leftover_check(backend: Backend, tmp_path: Pa
         done.wait(0.02)
     assert kinds == {"dir", "cgroup", "mount"}
     assert done.wait(30)
+
+
+def test_it_reports_artifact_paths_as_valid_utf8_text(run) -> None:
+    # Artifact paths go into JSON and the database; a name that is not UTF-8 cannot be text there.
+    # It must be skipped (or renamed), never returned as a str holding lone surrogates.
+    code = "open(b'outputs/\\xff\\xfe.txt', 'wb').write(b'x')\nopen('outputs/caf\\u00e9.txt', 'w').write('y')\n"
+    result = run("python", code)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    assert "outputs/café.txt" in [a.path for a in result.artifacts]
+    for item in [*result.artifacts, *result.skipped_artifacts]:
+        item.path.encode("utf-8")  # raises UnicodeEncodeError for surrogate-escaped bytes
+    assert len(result.artifacts) + len(result.skipped_artifacts) == 2

@@ -113,7 +113,7 @@ EXIT_3 = {
     "python": "import sys\nprint('before exit')\nsys.exit(3)\n",
     "node": "console.log('before exit');\nprocess.exit(3);\n",
     "ruby": "puts 'before exit'\nexit 3\n",
-    "php": "<?php\necho \"before exit\\n\";\nexit(3);\n",
+    "php": '<?php\necho "before exit\\n";\nexit(3);\n',
     "go": _src("""
         package main
 
@@ -188,11 +188,11 @@ SOURCES = {
     ),
     "ruby": (
         "require_relative 'util'\nputs greet('sources')\n",
-        (SourceFile("util.rb", "def greet(name)\n  \"hi #{name} from ruby\"\nend\n"),),
+        (SourceFile("util.rb", 'def greet(name)\n  "hi #{name} from ruby"\nend\n'),),
     ),
     "php": (
         "<?php\nrequire 'util.php';\necho greet('sources') . \"\\n\";\n",
-        (SourceFile("util.php", "<?php\nfunction greet($n) { return \"hi $n from php\"; }\n"),),
+        (SourceFile("util.php", '<?php\nfunction greet($n) { return "hi $n from php"; }\n'),),
     ),
     "go": (
         'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println(greet("sources")) }\n',
@@ -287,7 +287,7 @@ VERSION = {
     "python": "import platform\nprint(platform.python_version())\n",
     "node": "console.log(process.versions.node);\n",
     "ruby": "puts RUBY_VERSION\n",
-    "php": "<?php\necho PHP_VERSION . \"\\n\";\n",
+    "php": '<?php\necho PHP_VERSION . "\\n";\n',
     "go": _src("""
         package main
 
@@ -304,7 +304,7 @@ VERSION = {
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_it_runs_hello_world(run, lang: str) -> None:
-    result = run(lang, HELLO[lang], timeout_ms=10_000)
+    result = run(lang, HELLO[lang])
     _assert_succeeded(result)
     assert result.stdout == "hello world\n"
     assert result.stdout_truncated is False
@@ -497,3 +497,13 @@ def test_it_reports_the_version_that_really_runs(run, backend: Backend, lang: st
     result = run(lang, VERSION[lang])
     _assert_succeeded(result)
     assert result.stdout.strip() == backend.versions()[lang]
+
+
+def test_it_caps_go_compiler_output_at_max_output_bytes(run) -> None:
+    body = "\n".join(f"\tundefinedName{i}()" for i in range(8))
+    result = run("go", f"package main\n\nfunc main() {{\n{body}\n}}\n", max_output_bytes=120)
+    assert result.status == Status.FAILED
+    assert result.error is not None and result.error.code == ErrorCode.COMPILE_ERROR
+    assert result.stderr_truncated is True
+    assert 0 < len(result.stderr.encode()) <= 120
+    assert "main.go" in result.stderr

@@ -1,0 +1,192 @@
+"""/v1/files, wire-compatible with OpenAI's Files API (the official SDK works against it)."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import unicodedata
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import File as DjangoFile
+from django.db import transaction
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from runs.errors import APIError, not_found
+from runs.pagination import paginate
+from runs.render import render_file
+from runs.serializers import DeletedSerializer, ErrorSerializer
+
+from .models import File
+
+UPLOAD_PURPOSES = [p for p in File.Purpose.values if p != File.Purpose.RUN_ARTIFACT]
+
+FileObjectSerializer = inline_serializer(
+    "FileObject",
+    {
+        "id": serializers.CharField(),
+        "object": serializers.CharField(default="file"),
+        "bytes": serializers.IntegerField(),
+        "created_at": serializers.IntegerField(),
+        "filename": serializers.CharField(),
+        "purpose": serializers.CharField(),
+        "status": serializers.CharField(default="processed"),
+        "expires_at": serializers.IntegerField(allow_null=True),
+        "status_details": serializers.CharField(allow_null=True),
+    },
+)
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing or wrong API key."),
+    404: OpenApiResponse(ErrorSerializer, description="No such file for this key."),
+}
+
+
+def clean_filename(name: str) -> str:
+    """The last path component, no control characters, at most 255 bytes; never empty."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    while len(name.encode()) > 255:
+        name = name[:-1]
+    return name if name not in ("", ".", "..") else "upload"
+
+
+class FileViewSet(viewsets.ViewSet):
+    lookup_field = "public_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_parsers(self) -> list[Any]:
+        if getattr(self, "action", None) == "create" or self.request is None or self.request.method == "POST":
+            return [MultiPartParser(), FormParser()]
+        return super().get_parsers()
+
+    def _get(self, request: Request, public_id: str) -> File:
+        file = File.objects.filter(owner=request.user, public_id=public_id).first()
+        if file is None:
+            raise not_found("file", param="file_id")
+        return file
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "FileUpload",
+                {"file": serializers.FileField(), "purpose": serializers.ChoiceField(choices=UPLOAD_PURPOSES)},
+            )
+        },
+        responses={
+            200: FileObjectSerializer,
+            413: OpenApiResponse(ErrorSerializer, description="File too large."),
+            415: OpenApiResponse(ErrorSerializer, description="Not multipart/form-data."),
+            **ERRORS,
+        },
+        summary="Upload a file",
+    )
+    def create(self, request: Request) -> Response:
+        upload = request.FILES.get("file")
+        purpose = request.data.get("purpose")
+        if upload is None:
+            raise APIError("Missing 'file' (multipart/form-data).", param="file", code="missing_required_parameter")
+        if not purpose:
+            raise APIError("Missing 'purpose'.", param="purpose", code="missing_required_parameter")
+        if purpose not in UPLOAD_PURPOSES:
+            raise APIError(
+                f"Invalid purpose '{purpose}'. Expected one of: {', '.join(UPLOAD_PURPOSES)}.", param="purpose"
+            )
+        if upload.size is not None and upload.size > settings.MAX_UPLOAD_BYTES:
+            raise APIError(
+                f"File is larger than the limit of {settings.MAX_UPLOAD_BYTES} bytes.",
+                413,
+                code="file_too_large",
+                param="file",
+            )
+        filename = clean_filename(upload.name or "upload")
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in upload.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+        upload.seek(0)
+        record = File(
+            owner=request.user,
+            filename=filename,
+            bytes=size,
+            purpose=purpose,
+            content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+            sha256=digest.hexdigest(),
+        )
+        record.blob.save(record.public_id, DjangoFile(upload), save=False)
+        try:
+            record.save()
+        except Exception:
+            record.blob.delete(save=False)
+            raise
+        return Response(render_file(record), status=status.HTTP_200_OK)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("purpose", str),
+            OpenApiParameter("limit", int, description="1-100, default 20"),
+            OpenApiParameter("after", str),
+            OpenApiParameter("order", str, enum=["desc", "asc"]),
+        ],
+        responses={
+            200: inline_serializer(
+                "FileList",
+                {
+                    "object": serializers.CharField(default="list"),
+                    "data": serializers.ListField(child=FileObjectSerializer),
+                    "first_id": serializers.CharField(allow_null=True),
+                    "last_id": serializers.CharField(allow_null=True),
+                    "has_more": serializers.BooleanField(),
+                },
+            ),
+            **ERRORS,
+        },
+        summary="List files",
+    )
+    def list(self, request: Request) -> Response:
+        queryset = File.objects.filter(owner=request.user)
+        purpose = request.query_params.get("purpose")
+        if purpose:
+            queryset = queryset.filter(purpose=purpose)
+        return Response(paginate(request, queryset, render_file))
+
+    @extend_schema(responses={200: FileObjectSerializer, **ERRORS}, summary="Retrieve a file")
+    def retrieve(self, request: Request, public_id: str) -> Response:
+        return Response(render_file(self._get(request, public_id)))
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="The raw bytes."), **ERRORS},
+        summary="Download a file's content",
+    )
+    @action(detail=True, methods=["get"])
+    def content(self, request: Request, public_id: str) -> FileResponse:
+        file = self._get(request, public_id)
+        try:
+            handle = file.blob.open("rb")
+        except OSError as exc:
+            raise APIError("The file's content is missing from storage.", 500, code="storage_error") from exc
+        return content_response(file, handle)
+
+    @extend_schema(responses={200: DeletedSerializer, **ERRORS}, summary="Delete a file")
+    def destroy(self, request: Request, public_id: str) -> Response:
+        file = self._get(request, public_id)
+        blob = file.blob
+        with transaction.atomic():
+            file.delete()
+        blob.delete(save=False)
+        return Response({"id": public_id, "object": "file", "deleted": True})
+
+
+def content_response(file: File, handle: Any) -> FileResponse:
+    """Raw bytes as a download: attachment disposition and nosniff, so nothing renders in our origin."""
+    response = FileResponse(handle, as_attachment=True, filename=file.filename, content_type=file.content_type)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

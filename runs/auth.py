@@ -1,0 +1,39 @@
+"""`Authorization: Bearer <key>` against hashed API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from .models import ApiKey, hash_token
+
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+class BearerKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiKey, str] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise exceptions.AuthenticationFailed("Malformed Authorization header. Send 'Authorization: Bearer <key>'.")
+        try:
+            key = ApiKey.objects.get(token_hash=hash_token(token))
+        except ApiKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Incorrect API key provided.") from None
+        if not key.is_usable:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)  # at most once a minute per key
+        return key, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

@@ -1,0 +1,228 @@
+"""API keys and runs. A Run owns its state machine: every transition is one guarded UPDATE."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from sandbox import RunResult, Status
+
+from .ids import new_run_id
+
+TOKEN_PREFIX = "cx_"
+VISIBLE_PREFIX_CHARS = 10
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random strings, so one SHA-256 is enough; the DB never holds a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiKey(models.Model):
+    class Source(models.TextChoices):
+        ENV = "env", "API_KEYS environment variable"
+        ADMIN = "admin", "Django admin"
+        CLI = "cli", "createapikey command"
+        PLAYGROUND = "playground", "Playground"
+
+    label = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=VISIBLE_PREFIX_CHARS, editable=False, help_text="First characters of the token, to recognise it."
+    )
+    rps = models.FloatField(default=10.0, help_text="Sustained requests per second (token bucket rate).")
+    burst = models.PositiveIntegerField(default=20, help_text="Token bucket size.")
+    max_concurrent_runs = models.PositiveIntegerField(default=4)
+    is_active = models.BooleanField(default=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ADMIN, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["label", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.prefix}…)"
+
+    @classmethod
+    def create_with_token(
+        cls, label: str, source: str = Source.CLI, token: str | None = None, **fields: Any
+    ) -> tuple[ApiKey, str]:
+        """Create a key; the token is returned once and never stored."""
+        token = token or generate_token()
+        key = cls.objects.create(
+            label=label, token_hash=hash_token(token), prefix=token[:VISIBLE_PREFIX_CHARS], source=source, **fields
+        )
+        return key, token
+
+    # DRF treats the authenticated key as request.user.
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_usable(self) -> bool:
+        return self.is_active and self.revoked_at is None
+
+    def revoke(self) -> None:
+        self.is_active = False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["is_active", "revoked_at", "updated_at"])
+
+
+TERMINAL = [s.value for s in Status if s.is_terminal]
+
+
+class Run(models.Model):
+    class StatusChoices(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMEOUT = "timeout"
+        OOM = "oom"
+        CANCELLED = "cancelled"
+        ERROR = "error"
+
+    # `id` (bigint) is the internal key: it breaks ties in list order. Clients only see `public_id`.
+    public_id = models.CharField(max_length=40, unique=True, default=new_run_id, editable=False)
+    owner = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="runs")
+    language = models.CharField(max_length=16)
+    code = models.TextField()
+    stdin = models.TextField(blank=True, default="")
+    args = models.JSONField(default=list, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    input_files = models.JSONField(default=list, blank=True, help_text="[{file_id, path}] staged at /work/inputs")
+    limits = models.JSONField(default=dict)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=StatusChoices.choices, default=StatusChoices.QUEUED)
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    exit_code = models.IntegerField(null=True, blank=True)
+    signal = models.CharField(max_length=16, null=True, blank=True)
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    stdout_truncated = models.BooleanField(default=False)
+    stderr_truncated = models.BooleanField(default=False)
+    wall_ms = models.IntegerField(null=True, blank=True)
+    cpu_ms = models.IntegerField(null=True, blank=True)
+    memory_peak_bytes = models.BigIntegerField(null=True, blank=True)
+    output_bytes = models.BigIntegerField(default=0)
+    artifact_bytes = models.BigIntegerField(default=0)
+    error_code = models.CharField(max_length=32, null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    runtime_version = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="run_owner_created"),
+            models.Index(fields=["owner", "status", "-created_at", "-id"], name="run_owner_status"),
+            models.Index(fields=["owner", "language", "-created_at", "-id"], name="run_owner_language"),
+            models.Index(fields=["status", "lease_expires_at"], name="run_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    # ---- state machine: each transition is one conditional UPDATE; the row count says who won ----
+
+    def claim(self, worker_id: str, lease: timedelta) -> bool:
+        """queued -> running for exactly one worker; a duplicate delivery gets False."""
+        now = timezone.now()
+        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(
+            status=Run.StatusChoices.RUNNING, worker_id=worker_id, started_at=now, lease_expires_at=now + lease
+        )
+        if won:
+            self.refresh_from_db()
+        return won == 1
+
+    def renew_lease(self, worker_id: str, lease: timedelta) -> bool:
+        return (
+            Run.objects.filter(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id).update(
+                lease_expires_at=timezone.now() + lease
+            )
+            == 1
+        )
+
+    def cancel_if_queued(self) -> bool:
+        now = timezone.now()
+        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(
+            status=Run.StatusChoices.CANCELLED,
+            completed_at=now,
+            cancel_requested_at=now,
+            error_code="cancelled",
+            error_message="The run was cancelled before it started.",
+        )
+        return won == 1
+
+    def request_cancel(self) -> bool:
+        """Mark a running run for cancellation; its worker kills the sandbox."""
+        return (
+            Run.objects.filter(pk=self.pk, status=Run.StatusChoices.RUNNING).update(cancel_requested_at=timezone.now())
+            == 1
+        )
+
+    def finish(self, result: RunResult, worker_id: str, save_artifacts: Any = None) -> bool:
+        """running -> terminal with the result, in one guarded update (and the artifacts, atomically)."""
+        fields: dict[str, Any] = {
+            "status": result.status.value,
+            "completed_at": timezone.now(),
+            "lease_expires_at": None,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
+            "wall_ms": result.usage.wall_ms,
+            "cpu_ms": result.usage.cpu_ms,
+            "memory_peak_bytes": result.usage.memory_peak_bytes,
+            "output_bytes": result.usage.output_bytes,
+            "artifact_bytes": result.usage.artifact_bytes,
+            "error_code": result.error.code.value if result.error else None,
+            "error_message": result.error.message if result.error else None,
+            "runtime_version": result.runtime_version or "",
+        }
+        with transaction.atomic():
+            won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id).update(**fields)
+            if won != 1:
+                return False
+            if save_artifacts is not None:
+                save_artifacts()
+        for key, value in fields.items():
+            setattr(self, key, value)
+        return True
+
+    def fail(self, code: str, message: str, from_statuses: tuple[str, ...] = ("queued", "running")) -> bool:
+        """Any non-terminal -> error (the service's fault, never the code's)."""
+        won = Run.objects.filter(Q(pk=self.pk) & Q(status__in=from_statuses)).update(
+            status=Run.StatusChoices.ERROR,
+            completed_at=timezone.now(),
+            lease_expires_at=None,
+            error_code=code,
+            error_message=message,
+        )
+        return won == 1
