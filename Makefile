@@ -40,9 +40,18 @@ format: venv
 bench: venv
 	$(PY) bench/sandbox_overhead.py
 
+# The whole service on this Linux host, bwrap backend, no Docker: migrations (which also apply
+# API_KEYS), one Dramatiq worker process and gunicorn with threaded workers. Ctrl-C stops both.
+WORKER_THREADS ?= 4
+WEB_WORKERS ?= 2
+WEB_THREADS ?= 16
 run: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/gunicorn codeexec_site.wsgi -b 0.0.0.0:$(PORT) -k gthread --threads 8 --workers 2
+	trap 'kill 0' EXIT INT TERM; \
+	DEBUG=$${DEBUG:-1} $(PY) manage.py rundramatiq --processes 1 --threads $(WORKER_THREADS) & \
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/gunicorn codeexec_site.wsgi -b 0.0.0.0:$(PORT) -k gthread \
+	  --workers $(WEB_WORKERS) --threads $(WEB_THREADS) --timeout 200 --graceful-timeout 30 & \
+	wait
 
 up:
 	@echo "The Docker Compose stack arrives with the docker backend (issue 5); use 'make run' on a Linux host." >&2

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox import RunSpec, SandboxConfig, Status, get_backend  # noqa: E402
-from sandbox.languages import LANGUAGES  # noqa: E402
+from sandbox import RunSpec, SandboxConfig, Status, get_backend
+from sandbox.languages import LANGUAGES
 
 HELLO = {
     "python": 'print("hello")\n',
@@ -44,8 +44,9 @@ def bare_once(lang: str, workdir: Path) -> float:
     start = time.perf_counter()
     if language.compile is not None:
         out = workdir / "main"
-        subprocess.run(["/usr/bin/go", "build", "-o", str(out), "."], cwd=workdir, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["/usr/bin/go", "build", "-o", str(out), "."], cwd=workdir, env=env, check=True, capture_output=True
+        )
         subprocess.run([str(out)], cwd=workdir, env=env, check=True, capture_output=True)
         shutil.rmtree(workdir / "gocache", ignore_errors=True)  # cold build each time, as in the sandbox
     else:
@@ -79,13 +80,23 @@ def main() -> None:
                 if result.status != Status.SUCCEEDED or result.stdout != "hello\n":
                     raise SystemExit(f"{lang}: sandbox run failed: {result.as_dict()}")
             bare, boxed = statistics.median(bare_ms), statistics.median(sandbox_ms)
-            rows.append({"language": lang, "runs": n, "bare_ms": round(bare, 1), "bwrap_ms": round(boxed, 1),
-                         "added_ms": round(boxed - bare, 1), "ratio": round(boxed / bare, 2)})
+            rows.append(
+                {
+                    "language": lang,
+                    "runs": n,
+                    "bare_ms": round(bare, 1),
+                    "bwrap_ms": round(boxed, 1),
+                    "added_ms": round(boxed - bare, 1),
+                    "ratio": round(boxed / bare, 2),
+                }
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{'language':<8} {'runs':>4} {'bare ms':>9} {'bwrap ms':>9} {'added ms':>9} {'ratio':>6}")
     for r in rows:
-        print(f"{r['language']:<8} {r['runs']:>4} {r['bare_ms']:>9} {r['bwrap_ms']:>9} {r['added_ms']:>9} {r['ratio']:>6}")
+        print(
+            f"{r['language']:<8} {r['runs']:>4} {r['bare_ms']:>9} {r['bwrap_ms']:>9} {r['added_ms']:>9} {r['ratio']:>6}"
+        )
     print(json.dumps({"benchmark": "sandbox_overhead", "backend": "bwrap", "median_ms": rows}))
 
 

@@ -18,6 +18,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from runs.auth import request_key
 from runs.errors import APIError, not_found
 from runs.pagination import paginate
 from runs.render import render_file
@@ -67,7 +68,7 @@ class FileViewSet(viewsets.ViewSet):
         return super().get_parsers()
 
     def _get(self, request: Request, public_id: str) -> File:
-        file = File.objects.filter(owner=request.user, public_id=public_id).first()
+        file = File.objects.filter(owner=request_key(request), public_id=public_id).first()
         if file is None:
             raise not_found("file", param="file_id")
         return file
@@ -113,7 +114,7 @@ class FileViewSet(viewsets.ViewSet):
             size += len(chunk)
         upload.seek(0)
         record = File(
-            owner=request.user,
+            owner=request_key(request),
             filename=filename,
             bytes=size,
             purpose=purpose,
@@ -151,7 +152,7 @@ class FileViewSet(viewsets.ViewSet):
         summary="List files",
     )
     def list(self, request: Request) -> Response:
-        queryset = File.objects.filter(owner=request.user)
+        queryset = File.objects.filter(owner=request_key(request))
         purpose = request.query_params.get("purpose")
         if purpose:
             queryset = queryset.filter(purpose=purpose)

@@ -13,6 +13,14 @@ from .models import ApiKey, hash_token
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
+def request_key(request: Request) -> ApiKey:
+    """The authenticated API key of a request (views run behind IsAuthenticated)."""
+    key = request.user
+    if not isinstance(key, ApiKey):
+        raise exceptions.NotAuthenticated()
+    return key
+
+
 class BearerKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 

@@ -105,8 +105,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, exceptions.ParseError):
         return Response(envelope(f"Could not parse the request body: {exc.detail}", 400, "invalid_json"), status=400)
     if isinstance(exc, exceptions.Throttled):
-        if exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            headers["Retry-After"] = str(int(wait) + 1)
         return Response(envelope(str(exc.detail), 429, "rate_limit_exceeded"), status=429, headers=headers)
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"

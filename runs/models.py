@@ -15,7 +15,7 @@ from sandbox import RunResult, Status
 
 from .ids import new_run_id
 
-TOKEN_PREFIX = "cx_"
+TOKEN_PREFIX = "cx_"  # noqa: S105 — a public prefix, not a secret
 VISIBLE_PREFIX_CHARS = 10
 
 

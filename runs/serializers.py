@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from sandbox import InvalidSpec, get_language, resolve_limits
@@ -228,12 +229,17 @@ class RunSerializer(serializers.Serializer[Any]):
     metadata = serializers.DictField(child=serializers.CharField())
 
 
-class RunListSerializer(serializers.Serializer[Any]):
-    object = serializers.CharField(default="list")
-    data = RunSerializer(many=True)
-    first_id = serializers.CharField(allow_null=True)
-    last_id = serializers.CharField(allow_null=True)
-    has_more = serializers.BooleanField()
+# `data` cannot be a declared field (it is Serializer.data), hence inline_serializer.
+RunListSerializer = inline_serializer(
+    "RunList",
+    {
+        "object": serializers.CharField(default="list"),
+        "data": serializers.ListField(child=RunSerializer()),
+        "first_id": serializers.CharField(allow_null=True),
+        "last_id": serializers.CharField(allow_null=True),
+        "has_more": serializers.BooleanField(),
+    },
+)
 
 
 class DeletedSerializer(serializers.Serializer[Any]):

@@ -57,7 +57,7 @@ def wait_for_terminal(run: Run, max_wait_s: float) -> Run:
     if run.is_terminal or max_wait_s <= 0:
         return run
     deadline = time.monotonic() + max_wait_s
-    pubsub = cx_redis.client().pubsub(ignore_subscribe_messages=True)
+    pubsub = cx_redis.client().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     try:
         pubsub.subscribe(cx_redis.DONE_CHANNEL.format(run_id=run.public_id))
         while True:

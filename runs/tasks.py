@@ -67,7 +67,7 @@ def _build_spec(run: Run) -> RunSpec:
         f = stored.get(file_id)
         if f is None:
             raise FileNotFoundError(f"input file {file_id} no longer exists")
-        files.append(InputFile(path=path, size=f.bytes, open=f.blob.open))  # type: ignore[arg-type]
+        files.append(InputFile(path=path, size=f.bytes, open=f.blob.open))
     return RunSpec(
         language=run.language,
         code=run.code,

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import redis as cx_redis
+from .auth import request_key
 from .errors import APIError, not_found
 from .models import Run
 from .pagination import paginate
@@ -37,7 +38,7 @@ class RunViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     def _get(self, request: Request, public_id: str) -> Run:
-        run = Run.objects.filter(owner=request.user, public_id=public_id).first()
+        run = Run.objects.filter(owner=request_key(request), public_id=public_id).first()
         if run is None:
             raise not_found("run", param="id")
         return run
@@ -58,7 +59,7 @@ class RunViewSet(viewsets.ViewSet):
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run = create_run(request.user, data)  # type: ignore[arg-type]
+        run = create_run(request_key(request), data)
         if data.get("wait", True):
             run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
         code = status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED
@@ -80,7 +81,7 @@ class RunViewSet(viewsets.ViewSet):
         summary="List runs",
     )
     def list(self, request: Request) -> Response:
-        queryset = Run.objects.filter(owner=request.user).prefetch_related("artifact_files")
+        queryset = Run.objects.filter(owner=request_key(request)).prefetch_related("artifact_files")
         status_filter = request.query_params.get("status")
         if status_filter:
             if status_filter not in Run.StatusChoices.values:

@@ -113,13 +113,13 @@ class WorkerPresence:
         try:
             cx_redis.client().delete(cx_redis.WORKER_KEY.format(worker_id=self.id))
         except Exception:
-            pass
+            log.debug("could not remove the heartbeat key", exc_info=True)
 
     def _cancel_loop(self) -> None:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = cx_redis.client().pubsub(ignore_subscribe_messages=True)
+                pubsub = cx_redis.client().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(cx_redis.CANCEL_CHANNEL)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
@@ -134,13 +134,13 @@ class WorkerPresence:
                     try:
                         pubsub.close()
                     except Exception:
-                        pass
+                        log.debug("closing the cancel subscription failed", exc_info=True)
 
 
 PRESENCE = WorkerPresence()
 
 
-class WorkerPresenceMiddleware(Middleware):  # type: ignore[misc]
+class WorkerPresenceMiddleware(Middleware):
     """Starts and stops the process's WorkerPresence with the Dramatiq worker."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -29,6 +29,8 @@ _OPS = {
     "SCMP_CMP_GT": 6,
     "SCMP_CMP_MASKED_EQ": 7,
 }
+# libseccomp answers -1 for a name it does not know (other negative numbers are its pseudo-syscalls).
+_NR_SCMP_ERROR = -1
 _NATIVE_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
@@ -69,8 +71,10 @@ def compile_profile(profile: dict[str, Any], out_path: Path) -> list[str]:
         args = [seccomp.Arg(a["index"], _OPS[a["op"]], a["value"], a.get("valueTwo", 0)) for a in rule.get("args", [])]
         for name in rule["names"]:
             try:
-                seccomp.resolve_syscall(seccomp.system_arch(), name)
-            except Exception:  # unknown to this libseccomp: skipped, not fatal
+                number = seccomp.resolve_syscall(seccomp.system_arch(), name)
+            except Exception:
+                number = _NR_SCMP_ERROR
+            if number == _NR_SCMP_ERROR:  # unknown to this libseccomp: skipped, not fatal
                 skipped.append(name)
                 continue
             filt.add_rule(action, name, *args)

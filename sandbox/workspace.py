@@ -268,6 +268,13 @@ def _walk_regular_candidates(
                 skipped.append(SkippedArtifact(rel, f"more than {MAX_SCAN_ENTRIES} entries scanned"))
                 return
             relpath = f"{rel}/{entry.name}"
+            try:
+                relpath.encode("utf-8")
+            except UnicodeEncodeError:
+                # Names are reported as text (JSON, database): bytes that are not UTF-8 cannot be.
+                printable = relpath.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                skipped.append(SkippedArtifact(printable, "name is not valid UTF-8"))
+                continue
             st = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 if depth >= MAX_DEPTH:
