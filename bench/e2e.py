@@ -40,7 +40,7 @@ def api_once(url: str, key: str) -> float:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def throughput(fn: object, concurrency: int, total: int) -> float:
