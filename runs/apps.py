@@ -21,5 +21,7 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs and API keys"
 
     def ready(self) -> None:
+        from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
+
         # Keys are synced at start: `migrate` runs before every start of the stack.
         post_migrate.connect(_sync_keys, sender=self, dispatch_uid="codeexec-sync-api-keys")
