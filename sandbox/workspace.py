@@ -116,10 +116,14 @@ class Workspace:
 
     @property
     def build(self) -> Path:
-        return self.fs / "build"
+        return self.run_dir / "build"
 
     @classmethod
-    def create(cls, root: Path, run_id: str, uid: int, gid: int, size_bytes: int, nr_inodes: int) -> Workspace:
+    def create(
+        cls, root: Path, run_id: str, uid: int, gid: int, size_bytes: int, nr_inodes: int, build_size_bytes: int = 0
+    ) -> Workspace:
+        """Make the run directory and its tmpfs; compiled languages get a separate tmpfs for /build,
+        so build products never eat into (or add to) the program's `disk_mb` of /work."""
         root.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(root, 0o711)
         run_dir = root / run_id
@@ -130,9 +134,13 @@ class Workspace:
         fcntl.flock(ws.lock_fd, fcntl.LOCK_EX)
         os.mkdir(ws.fs, 0o755)
         mount_tmpfs(ws.fs, size_bytes, nr_inodes)
-        for path, mode, owner in ((ws.work, 0o700, uid), (ws.inputs, 0o755, 0), (ws.build, 0o700, uid)):
+        for path, mode, owner in ((ws.work, 0o700, uid), (ws.inputs, 0o755, 0)):
             os.mkdir(path, mode)
             os.chown(path, owner, owner if owner == 0 else gid)
+        if build_size_bytes > 0:
+            os.mkdir(ws.build, 0o755)
+            mount_tmpfs(ws.build, build_size_bytes, 4096, mode=0o700)
+            os.chown(ws.build, uid, gid)
         return ws
 
     def write_source(self, relpath: str, content: bytes) -> None:
@@ -236,8 +244,9 @@ class Workspace:
 
     def destroy(self) -> None:
         """Unmount and remove everything of this run. Safe to call twice and after partial creation."""
-        if is_mountpoint(self.fs):
-            umount(self.fs)
+        for mount in (self.build, self.fs):
+            if is_mountpoint(mount):
+                umount(mount)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.lock_fd is not None:
             os.close(self.lock_fd)

@@ -594,15 +594,17 @@ def test_it_binds_the_system_read_only_and_only_the_run_dir_writable(tmp_path: P
     binds = _binds(_argv(tmp_path, language="go", build_writable=True))
     writable = {(src, dest) for flag, src, dest in binds if flag in ("--bind", "--bind-try", "--dev-bind")}
     run_fs = tmp_path / "runs" / "run_x" / "fs"
-    assert writable == {(str(run_fs / "work"), "/work"), (str(run_fs / "build"), "/build")}
+    # /build is a tmpfs of its own beside the run's fs, so build products never use disk_mb of /work.
+    build = tmp_path / "runs" / "run_x" / "build"
+    assert writable == {(str(run_fs / "work"), "/work"), (str(build), "/build")}
     assert ("--ro-bind", "/usr", "/usr") in binds
     assert ("--ro-bind", str(run_fs / "inputs"), "/work/inputs") in binds
 
 
 def test_it_binds_build_read_only_when_running(tmp_path: Path) -> None:
     binds = _binds(_argv(tmp_path, language="go", build_writable=False))
-    run_fs = tmp_path / "runs" / "run_x" / "fs"
-    assert ("--ro-bind", str(run_fs / "build"), "/build") in binds
+    build = tmp_path / "runs" / "run_x" / "build"
+    assert ("--ro-bind", str(build), "/build") in binds
     assert all(dest != "/build" for flag, _, dest in binds if flag == "--bind")
 
 

@@ -44,6 +44,8 @@ SANDBOX_INNER_GID = 1000
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
 COMPILE_PIDS = 256
+# Room for build products (a compiled program), in a tmpfs of its own beside /work.
+BUILD_MB = 256
 MAX_OPEN_FILES = 4096
 PRLIMIT = "/usr/bin/prlimit"
 MAX_INPUT_FILES = 100
@@ -324,9 +326,8 @@ class BwrapBackend(Backend):
 
     def _workspace(self, spec: RunSpec, input_bytes: int) -> Workspace:
         limits = spec.limits
-        # Compiled programs need room beside the user's disk quota for their build products.
-        build_slack = 64 * MIB if spec.lang.compiled else 0
-        size = limits.disk_mb * MIB + input_bytes + build_slack + MIB
+        # /work holds the user's disk quota plus the staged inputs (read-only to the program).
+        size = limits.disk_mb * MIB + input_bytes
         return Workspace.create(
             self.runs_dir,
             spec.run_id,
@@ -334,6 +335,7 @@ class BwrapBackend(Backend):
             self.config.sandbox_gid,
             size_bytes=size,
             nr_inodes=WORK_NR_INODES + 4 * len(spec.files),
+            build_size_bytes=BUILD_MB * MIB if spec.lang.compiled else 0,
         )
 
     def _step(
@@ -362,7 +364,9 @@ class BwrapBackend(Backend):
             block_r, block_w = os.pipe2(os.O_CLOEXEC)
             seccomp_fd = self.seccomp.open_fd()
             fds += [info_r, info_w, block_r, block_w, seccomp_fd]
-            limit_fsize = max(spec.limits.disk_mb, self.config.tmp_mb) * MIB
+            # No single file may exceed the largest filesystem this step may write to.
+            largest_mb = max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if build_writable else 0)
+            limit_fsize = largest_mb * MIB
             # rlimits are set inside the sandbox by prlimit(1) just before the program's exec: the
             # service needs no CAP_SYS_RESOURCE, and the lowered hard limits cannot be raised again.
             limited_argv = [
@@ -587,7 +591,8 @@ def build_bwrap_argv(
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--bind", str(ws.work), "/work"]
     args += ["--ro-bind", str(ws.inputs), "/work/inputs"]
-    args += ["--bind" if build_writable else "--ro-bind", str(ws.build), BUILD_DIR]
+    if lang.compiled:
+        args += ["--bind" if build_writable else "--ro-bind", str(ws.build), BUILD_DIR]
     if mpl_fontlist is not None and "MPLCONFIGDIR" in env:
         args += ["--ro-bind", str(mpl_fontlist), f"{MPLCONFIGDIR}/{mpl_fontlist.name}"]
     args += [

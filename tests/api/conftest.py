@@ -27,12 +27,14 @@ import redis
 from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
+from dramatiq import worker as dramatiq_worker
 from dramatiq.brokers import redis as dramatiq_redis
 from rest_framework.test import APIClient
 
 from runs import redis as cx_redis
 from runs.models import ApiKey, Run
 from runs.sandbox import get_sandbox
+from runs.tasks import execute_run  # declares the `runs` queue before any test worker starts
 from runs.worker import PRESENCE
 from tests.api import TERMINAL, wait_for
 
@@ -94,6 +96,7 @@ def api_environment() -> Iterator[ApiEnvironment]:
     saved = broker.client, broker.scripts
     broker.client = redis.Redis.from_url(env.redis_url)
     broker.scripts = {name: broker.client.register_script(s) for name, s in dramatiq_redis._scripts.items()}
+    assert "runs" in broker.get_declared_queues(), execute_run
     _delete_heartbeats()
     try:
         yield env
@@ -216,6 +219,11 @@ def worker(transactional_db: None, api_environment: ApiEnvironment) -> Iterator[
         for run_id in list(PRESENCE.local_runs):  # never leave a sandbox running past its test
             get_sandbox().cancel(run_id)
         w.stop(timeout=120_000)
+        # Dramatiq leaves each stopped worker's middleware on the broker; a queue declared later would
+        # give that dead worker consumers that take messages nobody processes.
+        broker.middleware = [
+            m for m in broker.middleware if not (isinstance(m, dramatiq_worker._WorkerMiddleware) and m.worker is w)
+        ]
         broker.flush_all()
 
 
