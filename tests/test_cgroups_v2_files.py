@@ -42,8 +42,15 @@ def test_it_delegates_controllers_and_writes_v2_limits(tmp_path: Path, monkeypat
 
     def mkdir(self: Path, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
         real_mkdir(self, mode, parents, exist_ok)
-        for name in ("cgroup.controllers", "cgroup.subtree_control", "memory.max", "memory.swap.max",
-                     "memory.oom.group", "pids.max", "cgroup.procs"):
+        for name in (
+            "cgroup.controllers",
+            "cgroup.subtree_control",
+            "memory.max",
+            "memory.swap.max",
+            "memory.oom.group",
+            "pids.max",
+            "cgroup.procs",
+        ):
             if not (self / name).exists():
                 (self / name).write_text("")
         (self / "cgroup.controllers").write_text("cpu memory pids\n")
@@ -52,7 +59,10 @@ def test_it_delegates_controllers_and_writes_v2_limits(tmp_path: Path, monkeypat
     group = driver.group("run_1.run")
     assert set((tmp_path / "cgroup.subtree_control").read_text().split()) == {"+cpu", "+memory", "+pids"}
     assert set((tmp_path / "codeexec" / "test" / "cgroup.subtree_control").read_text().split()) == {
-        "+cpu", "+memory", "+pids"}
+        "+cpu",
+        "+memory",
+        "+pids",
+    }
     group.create(memory_bytes=64 << 20, pids_max=66)
     run = tmp_path / "codeexec" / "test" / "run_1.run"
     assert (run / "memory.max").read_text() == str(64 << 20)

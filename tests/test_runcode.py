@@ -29,12 +29,24 @@ def _cleanup_workdir() -> Iterator[None]:
     CgroupDriver(CGROUP_PARENT).remove_parent()
 
 
-def runcode(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None,
-            tmp_path: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    full_env = {**os.environ, "DEBUG": "1", "SANDBOX_WORKDIR": SANDBOX_WORKDIR,
-                "SANDBOX_CGROUP_PARENT": CGROUP_PARENT, **(env or {})}
-    return subprocess.run([sys.executable, "manage.py", "runcode", *args], cwd=ROOT, input=stdin,
-                          capture_output=True, env=full_env, timeout=120)
+def runcode(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, tmp_path: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {
+        **os.environ,
+        "DEBUG": "1",
+        "SANDBOX_WORKDIR": SANDBOX_WORKDIR,
+        "SANDBOX_CGROUP_PARENT": CGROUP_PARENT,
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "runcode", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -73,8 +85,9 @@ def test_it_exits_zero_for_a_failed_program(workdir: Path) -> None:
 
 
 def test_it_applies_limits_and_reports_timeouts(workdir: Path) -> None:
-    proc = runcode("-l", "python", "--limits", '{"timeout_ms": 500}', "-", stdin=b"import time\ntime.sleep(30)\n",
-                   tmp_path=workdir)
+    proc = runcode(
+        "-l", "python", "--limits", '{"timeout_ms": 500}', "-", stdin=b"import time\ntime.sleep(30)\n", tmp_path=workdir
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["status"] == "timeout"

@@ -12,14 +12,23 @@ CHECK = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='codeexec_site.
 
 
 def load_settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("DEBUG", "DJANGO_SECRET_KEY", "SIGNING_KEY", "ALLOWED_HOSTS", "DATABASE_URL")}
-    return subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env={**base, **env}, capture_output=True,
-                          text=True, timeout=60)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "DJANGO_SECRET_KEY", "SIGNING_KEY", "ALLOWED_HOSTS", "DATABASE_URL")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
 
 
-PROD = {"DEBUG": "0", "DJANGO_SECRET_KEY": "s" * 50, "SIGNING_KEY": "k" * 32, "ALLOWED_HOSTS": "example.org",
-        "DATABASE_URL": "postgres://u@127.0.0.1:5432/db"}
+PROD = {
+    "DEBUG": "0",
+    "DJANGO_SECRET_KEY": "s" * 50,
+    "SIGNING_KEY": "k" * 32,
+    "ALLOWED_HOSTS": "example.org",
+    "DATABASE_URL": "postgres://u@127.0.0.1:5432/db",
+}
 
 
 def test_it_starts_with_every_required_setting() -> None:
@@ -37,9 +46,14 @@ def test_it_requires_secrets_when_debug_is_off() -> None:
 
 
 def test_it_rejects_malformed_values() -> None:
-    for name, value in [("DEBUG", "maybe"), ("PORT", "eighty"), ("SANDBOX_BACKEND", "chroot"),
-                        ("LIMITS_MAX_MEMORY_MB", "lots"), ("DATABASE_URL", "mysql://x@h/db"),
-                        ("LIMITS_DEFAULT_TIMEOUT_MS", "90000")]:
+    for name, value in [
+        ("DEBUG", "maybe"),
+        ("PORT", "eighty"),
+        ("SANDBOX_BACKEND", "chroot"),
+        ("LIMITS_MAX_MEMORY_MB", "lots"),
+        ("DATABASE_URL", "mysql://x@h/db"),
+        ("LIMITS_DEFAULT_TIMEOUT_MS", "90000"),
+    ]:
         proc = load_settings({**PROD, name: value})
         assert proc.returncode != 0, name
         assert "ImproperlyConfigured" in proc.stderr, proc.stderr

@@ -65,7 +65,9 @@ def test_it_cancels_a_running_run_and_kills_its_sandbox(alice, worker) -> None:
     created = alice.post_run(code=code, wait=False, limits={**SMALL_LIMITS, "timeout_ms": 45_000})
     assert created.status_code == 202
     run_id = created.json()["id"]
-    alice.wait_run(run_id, timeout_s=60, statuses={"running"})
+    running = alice.wait_run(run_id, timeout_s=60, statuses={"running"})
+    assert isinstance(running["started_at"], int)
+    assert running["completed_at"] is None and running["exit_code"] is None and running["artifacts"] == []
     backend = get_sandbox()
     # The sandbox exists: the run's directory (and process group) are there while it sleeps.
     wait_for(lambda: (backend.runs_dir / run_id).exists(), timeout_s=30, what="the run's sandbox directory")

@@ -175,6 +175,7 @@ def test_it_rejects_a_body_above_the_request_cap_from_content_length(alice, sett
     settings.MAX_REQUEST_BYTES = 2048
     response = alice.client.post("/v1/runs", {"language": "python", "code": "#" * 4096, "wait": False}, format="json")
     assert_error(response, 413, "invalid_request_error", code="request_too_large")
+    assert response["x-request-id"]
     assert not Run.objects.exists()
 
 
@@ -229,10 +230,8 @@ def test_it_gives_opaque_unique_ids(alice) -> None:
 
 
 def test_it_resolves_language_aliases(alice) -> None:
-    for alias, name in (("py", "python"), ("js", "node"), ("golang", "go"), ("PYTHON", "python")):
+    for alias, name in (("py", "python"), ("python3", "python"), ("js", "node"), ("golang", "go"), ("rb", "ruby")):
         response = alice.post_run(language=alias, code="x", wait=False)
-        if alias == "PYTHON" and response.status_code == 400:
-            continue  # case-insensitive names are optional
         assert response.status_code == 202, (alias, response.content)
         assert response.json()["language"] == name
 
@@ -417,3 +416,24 @@ def test_it_stages_one_file_at_two_paths(alice, worker) -> None:
     ).json()
     assert run["status"] == "succeeded", (run["stderr"], run["error"])
     assert run["stdout"] == "same bytes same bytes\n"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_caps_output_per_stream_and_says_so(alice, worker) -> None:
+    code = "import sys\nprint('x' * 1000)\nprint('y' * 5, file=sys.stderr)\n"
+    run = alice.post_run(code=code, limits={**SMALL_LIMITS, "max_output_bytes": 100}).json()
+    assert run["status"] == "succeeded", (run["stderr"], run["error"])
+    assert run["stdout_truncated"] is True
+    assert 0 < len(run["stdout"].encode()) <= 100
+    assert set(run["stdout"]) == {"x"}
+    assert run["stderr"] == "yyyyy\n"
+    assert run["stderr_truncated"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_replaces_invalid_utf8_in_output(alice, worker) -> None:
+    run = alice.post_run(code="import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe end\\n')\n").json()
+    assert run["status"] == "succeeded", (run["stderr"], run["error"])
+    assert run["stdout"].startswith("ok ")
+    assert run["stdout"].endswith(" end\n")
+    assert "\ufffd" in run["stdout"]

@@ -45,11 +45,29 @@ class Runner:
         self.backend = backend
         self.tmp_path = tmp_path
 
-    def __call__(self, language: str, code: str, *, stdin: str | bytes = b"", args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, sources: tuple[SourceFile, ...] = (),
-                 files: tuple[InputFile, ...] = (), artifacts: bool = True, **limits: int) -> RunResult:
-        spec = RunSpec(language=language, code=code, stdin=stdin, args=args, env=env or {}, sources=sources,
-                       files=files, limits=Limits(**{**Limits().as_dict(), **limits}))
+    def __call__(
+        self,
+        language: str,
+        code: str,
+        *,
+        stdin: str | bytes = b"",
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        sources: tuple[SourceFile, ...] = (),
+        files: tuple[InputFile, ...] = (),
+        artifacts: bool = True,
+        **limits: int,
+    ) -> RunResult:
+        spec = RunSpec(
+            language=language,
+            code=code,
+            stdin=stdin,
+            args=args,
+            env=env or {},
+            sources=sources,
+            files=files,
+            limits=Limits(**{**Limits().as_dict(), **limits}),
+        )
         out = self.tmp_path / "artifacts" if artifacts else None
         if out is not None:
             out.mkdir(exist_ok=True)
