@@ -27,8 +27,12 @@ def bare_once() -> float:
 
 def api_once(url: str, key: str) -> float:
     body = json.dumps({"language": "python", "code": CODE}).encode()
-    request = urllib.request.Request(f"{url}/v1/runs", data=body, method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/v1/runs",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     start = time.perf_counter()
     with urllib.request.urlopen(request, timeout=60) as response:
         run = json.load(response)
@@ -74,18 +78,26 @@ def main() -> None:
     bare_rps = throughput(bare_once, opts.concurrency, total)
     api_rps = throughput(lambda: api_once(opts.url, opts.key), opts.concurrency, total)
     result = {
-        "benchmark": "e2e", "requests": opts.requests, "concurrency": opts.concurrency,
+        "benchmark": "e2e",
+        "requests": opts.requests,
+        "concurrency": opts.concurrency,
         "bare_ms": {"p50": round(statistics.median(bare), 1), "p99": round(pct(bare, 0.99), 1)},
-        "api_ms": {"p50": round(statistics.median(api), 1), "p90": round(pct(api, 0.90), 1),
-                   "p99": round(pct(api, 0.99), 1)},
+        "api_ms": {
+            "p50": round(statistics.median(api), 1),
+            "p90": round(pct(api, 0.90), 1),
+            "p99": round(pct(api, 0.99), 1),
+        },
         "p50_ratio": round(statistics.median(api) / statistics.median(bare), 2),
-        "runs_per_s": {"bare": round(bare_rps, 1), "api": round(api_rps, 1),
-                       "ratio": round(api_rps / bare_rps, 2)},
+        "runs_per_s": {"bare": round(bare_rps, 1), "api": round(api_rps, 1), "ratio": round(api_rps / bare_rps, 2)},
     }
-    print(f"bare python:  p50 {result['bare_ms']['p50']} ms  p99 {result['bare_ms']['p99']} ms  "
-          f"{result['runs_per_s']['bare']} runs/s at c={opts.concurrency}")
-    print(f"POST /v1/runs: p50 {result['api_ms']['p50']} ms  p90 {result['api_ms']['p90']} ms  "
-          f"p99 {result['api_ms']['p99']} ms  {result['runs_per_s']['api']} runs/s at c={opts.concurrency}")
+    print(
+        f"bare python:  p50 {result['bare_ms']['p50']} ms  p99 {result['bare_ms']['p99']} ms  "
+        f"{result['runs_per_s']['bare']} runs/s at c={opts.concurrency}"
+    )
+    print(
+        f"POST /v1/runs: p50 {result['api_ms']['p50']} ms  p90 {result['api_ms']['p90']} ms  "
+        f"p99 {result['api_ms']['p99']} ms  {result['runs_per_s']['api']} runs/s at c={opts.concurrency}"
+    )
     print(json.dumps(result))
 
 

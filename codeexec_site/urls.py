@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.routers import SimpleRouter
 
 from files.views import FileViewSet
@@ -13,7 +13,7 @@ router.register("files", FileViewSet, basename="file")
 router.register("runtimes", RuntimesViewSet, basename="runtime")
 
 urlpatterns = [
-    path("v1/openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("v1/", include(router.urls)),
     path("admin/", admin.site.urls),
     path("healthz", run_views.healthz),

@@ -69,6 +69,8 @@ def _first_validation_error(detail: Any, prefix: str = "") -> tuple[str, str | N
     """Flatten DRF's nested ValidationError detail into (message, dotted param)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
+            if isinstance(key, int):  # ListField/DictField children: args[1]
+                return _first_validation_error(value, f"{prefix}[{key}]")
             name = "" if key == "non_field_errors" else str(key)
             param = f"{prefix}.{name}" if prefix and name else (name or prefix)
             return _first_validation_error(value, param)

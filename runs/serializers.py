@@ -8,8 +8,8 @@ from django.conf import settings
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
-from sandbox import InvalidSpec, get_language, resolve_limits
-from sandbox.spec import MAX_SOURCES, validate_args, validate_env
+from sandbox import InvalidSpec, RunSpec, get_language, resolve_limits
+from sandbox.spec import MAX_SOURCES, InputFile, SourceFile, validate_args, validate_env
 from sandbox.workspace import normalize_relpath
 
 from .errors import APIError
@@ -156,6 +156,24 @@ class RunCreateSerializer(serializers.Serializer[Any]):
                     f"Metadata values are at most {MAX_METADATA_VALUE_CHARS} characters.", param=f"metadata.{key}"
                 )
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The sandbox's own checks across fields (entry file vs sources, input path clashes), so a
+        client's mistake is a 400 here and never an error of the run later."""
+        spec = RunSpec(
+            language=attrs["language"],
+            code=attrs["code"],
+            sources=[SourceFile(s["path"], s["content"]) for s in attrs.get("sources") or []],
+            args=attrs.get("args", []),
+            env=attrs.get("env", {}),
+            files=[InputFile.from_bytes(r["path"], b"") for r in attrs.get("files") or []],
+            limits=attrs["limits"],
+        )
+        try:
+            spec.validate()
+        except InvalidSpec as exc:
+            raise _spec_error(exc) from exc
+        return attrs
 
     def validate_stream(self, value: bool) -> bool:
         if value:

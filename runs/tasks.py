@@ -61,13 +61,13 @@ class _Watch(threading.Thread):
 
 def _build_spec(run: Run) -> RunSpec:
     files = []
-    refs = {r["file_id"]: r["path"] for r in run.input_files}
-    stored = {f.public_id: f for f in File.objects.filter(owner=run.owner, public_id__in=list(refs))}
-    for file_id, path in refs.items():
-        f = stored.get(file_id)
+    wanted = {r["file_id"] for r in run.input_files}
+    stored = {f.public_id: f for f in File.objects.filter(owner=run.owner, public_id__in=wanted)}
+    for ref in run.input_files:  # one file may be staged at several paths
+        f = stored.get(ref["file_id"])
         if f is None:
-            raise FileNotFoundError(f"input file {file_id} no longer exists")
-        files.append(InputFile(path=path, size=f.bytes, open=f.blob.open))
+            raise FileNotFoundError(f"input file {ref['file_id']} no longer exists")
+        files.append(InputFile(path=ref["path"], size=f.bytes, open=f.blob.open))
     return RunSpec(
         language=run.language,
         code=run.code,

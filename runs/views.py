@@ -51,6 +51,7 @@ class RunViewSet(viewsets.ViewSet):
                 RunSerializer, description="Queued (`wait: false`) or still running after the server's maximum wait."
             ),
             413: OpenApiResponse(ErrorSerializer, description="`code`, `stdin`, `sources` or the body is too large."),
+            415: OpenApiResponse(ErrorSerializer, description="The body is not application/json."),
             **ERRORS,
         },
         summary="Create a run",
@@ -171,6 +172,7 @@ class RuntimesViewSet(viewsets.ViewSet):
                     "data": serializers.ListField(child=RuntimeSerializer),
                 },
             ),
+            401: ERRORS[401],
             503: OpenApiResponse(ErrorSerializer, description="No worker has reported its runtimes yet."),
         },
         summary="List the languages and the versions that really run",
