@@ -46,6 +46,7 @@ WORKER_THREADS ?= 4
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
 run: venv
+	DEBUG=$${DEBUG:-1} $(PY) manage.py ensuredb
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
 	trap 'kill 0' EXIT INT TERM; \
 	DEBUG=$${DEBUG:-1} dramatiq_worker_timeout=$${dramatiq_worker_timeout:-20} \
