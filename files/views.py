@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import mimetypes
 import unicodedata
@@ -14,17 +15,21 @@ from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from runs.auth import request_key
 from runs.errors import APIError, not_found
+from runs.models import ApiKey
 from runs.pagination import paginate
 from runs.render import render_file
 from runs.serializers import DeletedSerializer, ErrorSerializer
 
 from .models import File
+from .signing import signed_url, verify
 
 UPLOAD_PURPOSES = [p for p in File.Purpose.values if p != File.Purpose.RUN_ARTIFACT]
 
@@ -62,7 +67,7 @@ class FileViewSet(viewsets.ViewSet):
     lookup_field = "public_id"
     lookup_value_regex = "[^/]+"
 
-    def get_parsers(self) -> list[Any]:
+    def get_parsers(self) -> builtins.list[Any]:
         if getattr(self, "action", None) == "create" or self.request is None or self.request.method == "POST":
             return [MultiPartParser(), FormParser()]
         return super().get_parsers()
@@ -162,18 +167,60 @@ class FileViewSet(viewsets.ViewSet):
     def retrieve(self, request: Request, public_id: str) -> Response:
         return Response(render_file(self._get(request, public_id)))
 
+    def get_permissions(self) -> builtins.list[Any]:
+        # A signed link is its own authorization; `content` checks key or signature itself.
+        if getattr(self, "action", None) == "content":
+            return [AllowAny()]
+        return builtins.list(super().get_permissions())
+
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="The raw bytes."), **ERRORS},
-        summary="Download a file's content",
+        parameters=[
+            OpenApiParameter("expires", int, description="With `signature`: the link's expiry (Unix seconds)."),
+            OpenApiParameter("signature", str, description="HMAC of a signed link; no Authorization needed."),
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="The raw bytes."),
+            403: OpenApiResponse(ErrorSerializer, description="Signed link tampered, foreign or expired."),
+            **ERRORS,
+        },
+        summary="Download a file's content (with a key, or through a signed link)",
     )
     @action(detail=True, methods=["get"])
     def content(self, request: Request, public_id: str) -> FileResponse:
-        file = self._get(request, public_id)
+        if "signature" in request.query_params or "expires" in request.query_params:
+            problem = verify(
+                public_id, request.query_params.get("expires", ""), request.query_params.get("signature", "")
+            )
+            if problem is not None:
+                raise APIError(problem, 403, code="invalid_signature", param="signature")
+            file = File.objects.filter(public_id=public_id).first()
+            if file is None:
+                raise not_found("file", param="file_id")
+        else:
+            if not isinstance(request.user, ApiKey):
+                raise NotAuthenticated()
+            file = self._get(request, public_id)
         try:
             handle = file.blob.open("rb")
         except OSError as exc:
             raise APIError("The file's content is missing from storage.", 500, code="storage_error") from exc
         return content_response(file, handle)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "SignedUrl", {"url": serializers.CharField(), "expires_at": serializers.IntegerField()}
+            ),
+            **ERRORS,
+        },
+        summary="Mint a fresh signed download link",
+    )
+    @action(detail=True, methods=["post"], url_path="url")
+    def mint_url(self, request: Request, public_id: str) -> Response:
+        file = self._get(request, public_id)
+        url, expires_at = signed_url(file.public_id)
+        return Response({"url": url, "expires_at": expires_at})
 
     @extend_schema(responses={200: DeletedSerializer, **ERRORS}, summary="Delete a file")
     def destroy(self, request: Request, public_id: str) -> Response:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-
 from files.models import File
+from files.signing import signed_url
 
 from .models import Run
 
@@ -16,11 +15,8 @@ def ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-def file_content_url(file: File) -> str:
-    return f"{settings.PUBLIC_BASE_URL}/v1/files/{file.public_id}/content"
-
-
 def render_artifact(file: File) -> dict[str, Any]:
+    url, expires_at = signed_url(file.public_id)
     return {
         "id": file.public_id,
         "object": "file",
@@ -28,9 +24,8 @@ def render_artifact(file: File) -> dict[str, Any]:
         "path": file.path,
         "bytes": file.bytes,
         "content_type": file.content_type,
-        # Authenticated content link for now; signed, expiring links replace it (next issue).
-        "url": file_content_url(file),
-        "expires_at": None,
+        "url": url,
+        "expires_at": expires_at,
     }
 
 
