@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "django_ratelimit",
     "django_dramatiq",
     "runs",
     "files",
@@ -44,6 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "runs.middleware.RequestIdMiddleware",
     "runs.middleware.BodySizeLimitMiddleware",
+    "runs.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -157,6 +160,35 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
 RUN_WAIT_MAX_S = env_int("RUN_WAIT_MAX_S", 150, minimum=0)
 SIGNED_URL_TTL_S = env_int("SIGNED_URL_TTL_S", 3600, minimum=1)
+IDEMPOTENCY_TTL_S = env_int("IDEMPOTENCY_TTL_S", 24 * 3600, minimum=60)
+MAX_QUEUED_RUNS = env_int("MAX_QUEUED_RUNS", 1000, minimum=1)
+# Bad or missing keys, per client address (django-ratelimit syntax, e.g. "60/m").
+UNAUTHENTICATED_RATE = env_str("UNAUTHENTICATED_RATE", "60/m")
+
+
+def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item.strip(), strict=False) for item in value.split(",") if item.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
+
+
+# Addresses of reverse proxies whose X-Forwarded-For is believed (IPs or CIDRs); none by default.
+TRUSTED_PROXIES = _networks(env_str("TRUSTED_PROXIES", ""))
+USE_X_FORWARDED_HOST = False
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "codeexec",
+    },
+}
+RATELIMIT_USE_CACHE = "default"
+# Django's RedisCache has the atomic add/incr django-ratelimit needs; it only is not on its list.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+RATELIMIT_IP_META_KEY = "runs.ratelimit.client_address"
+RATELIMIT_EXCEPTION_CLASS = "django_ratelimit.exceptions.Ratelimited"
 MAX_INPUT_FILES_BYTES = env_int("MAX_INPUT_FILES_BYTES", 256 * 1024 * 1024, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -167,6 +199,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "runs.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["runs.ratelimit.KeyTokenBucketThrottle"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "runs.negotiation.FirstRendererNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -5,12 +5,13 @@ from rest_framework.routers import SimpleRouter
 
 from files.views import FileViewSet
 from runs import views as run_views
-from runs.views import RuntimesViewSet, RunViewSet
+from runs.views import RuntimesViewSet, RunViewSet, UsageViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("runs", RunViewSet, basename="run")
 router.register("files", FileViewSet, basename="file")
 router.register("runtimes", RuntimesViewSet, basename="runtime")
+router.register("usage", UsageViewSet, basename="usage")
 
 urlpatterns = [
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),

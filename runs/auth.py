@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -11,6 +12,22 @@ from rest_framework.request import Request
 from .models import ApiKey, hash_token
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def _limit_unauthenticated(request: Request) -> None:
+    """Bad or missing keys are limited by client address (guessing keys costs time)."""
+    from django_ratelimit.core import is_ratelimited
+
+    from .ratelimit import ratelimit_client_key
+
+    if is_ratelimited(
+        request._request,
+        group="codeexec-unauthenticated",
+        key=ratelimit_client_key,
+        rate=settings.UNAUTHENTICATED_RATE,
+        increment=True,
+    ):
+        raise exceptions.Throttled(wait=60, detail="Too many requests without a valid API key from this address.")
 
 
 def request_key(request: Request) -> ApiKey:
@@ -27,16 +44,20 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKey, str] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
+            _limit_unauthenticated(request)
             return None
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
+            _limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("Malformed Authorization header. Send 'Authorization: Bearer <key>'.")
         try:
             key = ApiKey.objects.get(token_hash=hash_token(token))
         except ApiKey.DoesNotExist:
+            _limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("Incorrect API key provided.") from None
         if not key.is_usable:
+            _limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:

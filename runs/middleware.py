@@ -27,6 +27,21 @@ class RequestIdMiddleware:
         return response
 
 
+class RateLimitHeadersMiddleware:
+    """x-ratelimit-limit-requests / x-ratelimit-remaining-requests on every answer to a key."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        limits = getattr(request, "ratelimit", None)
+        if limits is not None:
+            response["x-ratelimit-limit-requests"] = str(limits[0])
+            response["x-ratelimit-remaining-requests"] = str(max(0, limits[1]))
+        return response
+
+
 class BodySizeLimitMiddleware:
     """Answer 413 in the error envelope from Content-Length alone, before Django reads the body."""
 

@@ -275,3 +275,41 @@ class ErrorBodySerializer(serializers.Serializer[Any]):
 
 class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorBodySerializer()
+
+
+_COUNTERS = {
+    name: serializers.IntegerField()
+    for name in (
+        "runs",
+        "succeeded",
+        "failed",
+        "timeout",
+        "oom",
+        "cancelled",
+        "error",
+        "cpu_ms",
+        "wall_ms",
+        "output_bytes",
+        "artifact_bytes",
+    )
+}
+UsageReportSerializer = inline_serializer(
+    "UsageReport",
+    {
+        "object": serializers.CharField(default="usage"),
+        "start": serializers.DateField(),
+        "end": serializers.DateField(),
+        "group_by": serializers.ChoiceField(choices=["day", "language"]),
+        "data": serializers.ListField(
+            child=inline_serializer(
+                "UsageRow",
+                {
+                    "date": serializers.DateField(required=False),
+                    "language": serializers.CharField(required=False),
+                    **_COUNTERS,
+                },
+            )
+        ),
+        "total": inline_serializer("UsageTotal", dict(_COUNTERS)),
+    },
+)

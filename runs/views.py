@@ -16,11 +16,20 @@ from rest_framework.response import Response
 from . import redis as cx_redis
 from .auth import request_key
 from .errors import APIError, not_found
+from .idempotency import Idempotency
 from .models import Run
 from .pagination import paginate
 from .render import render_run
-from .serializers import DeletedSerializer, ErrorSerializer, RunCreateSerializer, RunListSerializer, RunSerializer
+from .serializers import (
+    DeletedSerializer,
+    ErrorSerializer,
+    RunCreateSerializer,
+    RunListSerializer,
+    RunSerializer,
+    UsageReportSerializer,
+)
 from .services import create_run, wait_for_terminal
+from .usage import parse_range, usage
 
 CANCEL_WAIT_S = 5.0
 
@@ -52,15 +61,33 @@ class RunViewSet(viewsets.ViewSet):
             ),
             413: OpenApiResponse(ErrorSerializer, description="`code`, `stdin`, `sources` or the body is too large."),
             415: OpenApiResponse(ErrorSerializer, description="The body is not application/json."),
+            409: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another body, or in use."),
+            429: OpenApiResponse(ErrorSerializer, description="`rate_limit_exceeded` or `concurrency_limit_exceeded`."),
+            503: OpenApiResponse(ErrorSerializer, description="`server_overloaded`: too many queued runs."),
             **ERRORS,
         },
         summary="Create a run",
     )
     def create(self, request: Request) -> Response:
+        key = request_key(request)
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run = create_run(request_key(request), data)
+        idem = Idempotency.from_request(request, key, "runs", request.data)
+        first_id = idem.begin() if idem else None
+        if first_id is not None:
+            run = Run.objects.filter(owner=key, public_id=first_id).first()
+            if run is None:
+                raise not_found("run created under this Idempotency-Key (it was deleted)", param="Idempotency-Key")
+        else:
+            try:
+                run = create_run(key, data)
+            except BaseException:
+                if idem:
+                    idem.abandon()
+                raise
+            if idem:
+                idem.complete(run.public_id)
         if data.get("wait", True):
             run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
         code = status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED
@@ -202,6 +229,28 @@ class RuntimesViewSet(viewsets.ViewSet):
             for lang in all_languages()
         ]
         return Response({"object": "list", "data": data})
+
+
+class UsageViewSet(viewsets.ViewSet):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("start", str, description="YYYY-MM-DD (UTC, inclusive); default 29 days before end"),
+            OpenApiParameter("end", str, description="YYYY-MM-DD (UTC, inclusive); default today"),
+            OpenApiParameter("group_by", str, enum=["day", "language"], description="default day"),
+        ],
+        responses={200: UsageReportSerializer, **ERRORS},
+        summary="Usage of the calling key, aggregated per day or per language",
+    )
+    def list(self, request: Request) -> Response:
+        group_by = request.query_params.get("group_by", "day")
+        if group_by not in ("day", "language"):
+            raise APIError("'group_by' must be 'day' or 'language'.", param="group_by")
+        try:
+            start, end = parse_range(request.query_params.get("start"), request.query_params.get("end"))
+        except ValueError as exc:
+            param, message = exc.args
+            raise APIError(message, param=param) from None
+        return Response(usage(start, end, group_by, key=request_key(request)))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

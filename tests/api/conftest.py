@@ -86,6 +86,8 @@ def api_environment() -> Iterator[ApiEnvironment]:
         STORAGE_DIR=storage_dir,
         STORAGES=storages,
         REDIS_URL=env.redis_url,
+        # Address limits are tested on their own (test_limits.py); elsewhere they would only add noise.
+        UNAUTHENTICATED_RATE="100000/m",
     )
     override.enable()
     get_sandbox.cache_clear()
@@ -161,8 +163,10 @@ class Tenant:
         return response.json()
 
 
-def make_tenant(label: str) -> Tenant:
-    key, token = ApiKey.create_with_token(label)
+def make_tenant(label: str, **fields: Any) -> Tenant:
+    # Generous limits by default: these tests are about behaviour, not admission (tests/api/test_limits.py).
+    fields = {"rps": 1000.0, "burst": 1000, "max_concurrent_runs": 100, **fields}
+    key, token = ApiKey.create_with_token(label, **fields)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return Tenant(key=key, token=token, client=client)
