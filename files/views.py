@@ -23,6 +23,7 @@ from rest_framework.response import Response
 
 from runs.auth import request_key
 from runs.errors import APIError, not_found
+from runs.idempotency import Idempotency
 from runs.models import ApiKey
 from runs.pagination import paginate
 from runs.render import render_file
@@ -118,20 +119,33 @@ class FileViewSet(viewsets.ViewSet):
             digest.update(chunk)
             size += len(chunk)
         upload.seek(0)
+        key = request_key(request)
+        payload = {"purpose": purpose, "filename": filename, "bytes": size, "sha256": digest.hexdigest()}
+        idem = Idempotency.from_request(request, key, "files", payload)
+        first_id = idem.begin() if idem else None
+        if first_id is not None:
+            return Response(render_file(self._get(request, first_id)), status=status.HTTP_200_OK)
         record = File(
-            owner=request_key(request),
+            owner=key,
             filename=filename,
             bytes=size,
             purpose=purpose,
             content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream",
             sha256=digest.hexdigest(),
         )
-        record.blob.save(record.public_id, DjangoFile(upload), save=False)
         try:
-            record.save()
-        except Exception:
-            record.blob.delete(save=False)
+            record.blob.save(record.public_id, DjangoFile(upload), save=False)
+            try:
+                record.save()
+            except Exception:
+                record.blob.delete(save=False)
+                raise
+        except BaseException:
+            if idem:
+                idem.abandon()
             raise
+        if idem:
+            idem.complete(record.public_id)
         return Response(render_file(record), status=status.HTTP_200_OK)
 
     @extend_schema(
