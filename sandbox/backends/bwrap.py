@@ -13,13 +13,11 @@ Containment pipeline of one step (compile or run), top to bottom:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import select
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -27,15 +25,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..cgroups import CgroupDriver
-from ..errors import InvalidSpec, SandboxUnavailable
-from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages, get_language
-from ..limits import MIB, Limits
-from ..result import ErrorCode, RunError, RunResult, Status, Usage
+from ..errors import SandboxUnavailable
+from ..languages import BUILD_DIR, MPLCONFIGDIR, Language
+from ..limits import MIB
+from ..outcome import StepUsage
 from ..seccomp import SeccompProgram
 from ..spec import RunSpec
 from ..supervise import StepOutcome, supervise
 from ..workspace import Workspace, stale_run_dirs
-from .base import Backend, OutputCallback, SandboxConfig
+from .base import OutputCallback, SandboxConfig
+from .steps import BUILD_MB, StepBackend
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +42,9 @@ SANDBOX_INNER_UID = 1000
 SANDBOX_INNER_GID = 1000
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
-COMPILE_PIDS = 256
-# Room for build products (a compiled program), in a tmpfs of its own beside /work.
-BUILD_MB = 256
 MAX_OPEN_FILES = 4096
 PRLIMIT = "/usr/bin/prlimit"
-MAX_INPUT_FILES = 100
 INFO_TIMEOUT_S = 10.0
-# Inodes of the /work tmpfs: enough for real programs, bounded so a file-creation loop hits a wall.
-WORK_NR_INODES = 16384
 
 # /etc entries every program may read, bound read-only when the host has them.
 COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types", "ssl/openssl.cnf")
@@ -74,24 +67,20 @@ BASE_ENV = {
     "LOGNAME": "sandbox",
     "LANG": "C.UTF-8",
 }
-FATAL_SIGNALS = {s.value: s.name for s in signal.Signals if s.value < 32}
 
 
-class BwrapBackend(Backend):
+class BwrapBackend(StepBackend):
     name = "bwrap"
 
     def __init__(self, config: SandboxConfig) -> None:
         super().__init__(config)
-        self.workdir = Path(config.workdir)
-        self.runs_dir = self.workdir / "runs"
-        self.static_dir = self.workdir / ".static"
         self.seccomp = SeccompProgram(Path(config.seccomp_profile), self.static_dir)
         self._cgroups: CgroupDriver | None = None
-        self._prepared = False
-        self._prepare_lock = threading.Lock()
-        self._versions: dict[str, str] = {}
-        self._cancel_events: dict[str, threading.Event] = {}
         self._mpl_fontlist: Path | None = None
+
+    @property
+    def workspace_uid(self) -> tuple[int, int]:
+        return self.config.sandbox_uid, self.config.sandbox_gid
 
     # ---- set-up shared by all runs --------------------------------------------------------------
 
@@ -136,152 +125,6 @@ class BwrapBackend(Backend):
             self._mpl_fontlist = _prebuild_matplotlib_cache(self.static_dir / "matplotlib")
             self._prepared = True
 
-    def check(self) -> None:
-        self.prepare()
-        result = self.run(RunSpec(language="python", code="print('ok')"))
-        if result.status != Status.SUCCEEDED or result.stdout != "ok\n":
-            raise SandboxUnavailable(
-                f"sandbox self-test failed: {result.status.value} "
-                f"{result.error.message if result.error else result.stderr[-500:]}"
-            )
-
-    def versions(self) -> dict[str, str]:
-        return {lang.name: self.version(lang.name) for lang in all_languages()}
-
-    def version(self, language: str) -> str:
-        if language not in self._versions:
-            self._versions[language] = self._probe_version(get_language(language))
-        return self._versions[language]
-
-    def _probe_version(self, lang: Language) -> str:
-        self.prepare()
-        limits = Limits(timeout_ms=10_000, cpu_ms=10_000, memory_mb=512, pids=64)
-        spec = RunSpec(language=lang.name, code="", limits=limits)
-        ws = self._workspace(spec, 0)
-        try:
-            outcome, _ = self._step(
-                spec,
-                ws,
-                "probe",
-                lang.version_probe,
-                {**lang.env, **lang.compile_env},
-                limits.timeout_ms,
-                limits.cpu_ms,
-                limits.memory_mb * MIB,
-                64,
-                b"",
-                4096,
-                None,
-                build_writable=False,
-            )
-        finally:
-            ws.destroy()
-        if outcome.returncode != 0:
-            return "unavailable"
-        return lang.parse_version(outcome.stdout.decode("utf-8", "replace"))
-
-    # ---- running ----------------------------------------------------------------------------------
-
-    def run(
-        self, spec: RunSpec, artifacts_dir: Path | None = None, on_output: OutputCallback | None = None
-    ) -> RunResult:
-        spec.validate()
-        lang = spec.lang
-        limits = spec.limits
-        self.prepare()
-        input_bytes = sum(f.size for f in spec.files)
-        if len(spec.files) > MAX_INPUT_FILES:
-            raise InvalidSpec(f"At most {MAX_INPUT_FILES} input files.", param="files")
-        cancel_event = self._cancel_events.setdefault(spec.run_id, threading.Event())
-        ws: Workspace | None = None
-        wall_total = 0
-        cpu_total: int | None = 0
-        try:
-            ws = self._workspace(spec, input_bytes)
-            ws.write_source(lang.entry_file, spec.code.encode())
-            for src in spec.sources:
-                ws.write_source(src.path, src.content.encode())
-            for f in spec.files:
-                with f.open() as fh:
-                    ws.write_input(f.path, iter(lambda fh=fh: fh.read(1 << 20), b""))  # type: ignore[misc]
-            os.mkdir(ws.work / "outputs", 0o755)
-            os.chown(ws.work / "outputs", self.config.sandbox_uid, self.config.sandbox_gid)
-
-            if lang.compile is not None:
-                outcome, cg_usage = self._step(
-                    spec,
-                    ws,
-                    "compile",
-                    lang.compile,
-                    {**lang.env, **lang.compile_env, **spec.env},
-                    limits.compile_timeout_ms,
-                    limits.compile_timeout_ms,
-                    limits.compile_memory_mb * MIB,
-                    COMPILE_PIDS,
-                    b"",
-                    limits.max_output_bytes,
-                    None,
-                    build_writable=True,
-                    cancel_event=cancel_event,
-                )
-                wall_total += outcome.wall_ms
-                cpu_total = _add(cpu_total, cg_usage.cpu_ms)
-                compile_result = classify(outcome, cg_usage, phase="compile")
-                if compile_result.status != Status.SUCCEEDED:
-                    if compile_result.status == Status.FAILED:
-                        compile_result.error = RunError(ErrorCode.COMPILE_ERROR, "The program did not compile.")
-                        compile_result.signal = None
-                    # The compiler's diagnostics are the user's stderr; stdout has nothing of theirs.
-                    compile_result.stderr = _text(outcome.stdout + outcome.stderr)
-                    compile_result.stdout = ""
-                    compile_result.stderr_truncated = outcome.stdout_truncated or outcome.stderr_truncated
-                    compile_result.usage = Usage(
-                        wall_ms=wall_total,
-                        cpu_ms=cpu_total,
-                        memory_peak_bytes=cg_usage.memory_peak_bytes,
-                        output_bytes=len(compile_result.stderr.encode()),
-                    )
-                    return compile_result
-
-            outcome, cg_usage = self._step(
-                spec,
-                ws,
-                "run",
-                (*lang.run, *spec.args),
-                {**lang.env, **spec.env},
-                limits.timeout_ms,
-                limits.cpu_ms,
-                limits.memory_mb * MIB,
-                limits.pids,
-                spec.stdin_bytes,
-                limits.max_output_bytes,
-                on_output,
-                build_writable=False,
-                cancel_event=cancel_event,
-            )
-            result = classify(outcome, cg_usage, phase="run")
-            result.usage.wall_ms = wall_total + outcome.wall_ms
-            result.usage.cpu_ms = _add(cpu_total, cg_usage.cpu_ms)
-            if result.status != Status.ERROR:
-                result.artifacts, result.skipped_artifacts = ws.collect_artifacts(
-                    artifacts_dir, limits.max_artifacts, limits.max_artifact_bytes, limits.max_artifacts_total_bytes
-                )
-                result.usage.artifact_bytes = sum(a.bytes for a in result.artifacts)
-            return result
-        except InvalidSpec:
-            raise
-        except (SandboxUnavailable, OSError) as exc:
-            log.exception("sandbox failure in run %s", spec.run_id)
-            return RunResult(
-                status=Status.ERROR,
-                error=RunError(ErrorCode.SANDBOX_ERROR, f"sandbox failure: {exc}"),
-                usage=Usage(wall_ms=None, cpu_ms=None),
-            )
-        finally:
-            self._cancel_events.pop(spec.run_id, None)
-            if ws is not None:
-                ws.destroy()
-
     def cancel(self, run_id: str) -> bool:
         found = False
         event = self._cancel_events.get(run_id)
@@ -323,20 +166,6 @@ class BwrapBackend(Backend):
         return removed
 
     # ---- internals ----------------------------------------------------------------------------------
-
-    def _workspace(self, spec: RunSpec, input_bytes: int) -> Workspace:
-        limits = spec.limits
-        # /work holds the user's disk quota plus the staged inputs (read-only to the program).
-        size = limits.disk_mb * MIB + input_bytes
-        return Workspace.create(
-            self.runs_dir,
-            spec.run_id,
-            self.config.sandbox_uid,
-            self.config.sandbox_gid,
-            size_bytes=size,
-            nr_inodes=WORK_NR_INODES + 4 * len(spec.files),
-            build_size_bytes=BUILD_MB * MIB if spec.lang.compiled else 0,
-        )
 
     def _step(
         self,
@@ -450,95 +279,6 @@ class BwrapBackend(Backend):
                 except OSError:
                     pass
             cgroup.destroy()
-
-
-@dataclasses.dataclass
-class StepUsage:
-    """What the step's cgroup counted."""
-
-    cpu_ms: int | None
-    memory_peak_bytes: int | None
-    oom_kills: int
-
-
-def classify(outcome: StepOutcome, usage: StepUsage, phase: str) -> RunResult:
-    """Status and error from what the supervisor saw; the first matching rule wins."""
-    stdout = _text(outcome.stdout, outcome.stdout_truncated)
-    stderr = _text(outcome.stderr, outcome.stderr_truncated)
-    result = RunResult(
-        status=Status.FAILED,
-        stdout=stdout,
-        stderr=stderr,
-        stdout_truncated=outcome.stdout_truncated,
-        stderr_truncated=outcome.stderr_truncated,
-        usage=Usage(
-            wall_ms=outcome.wall_ms,
-            cpu_ms=usage.cpu_ms,
-            memory_peak_bytes=usage.memory_peak_bytes,
-            output_bytes=len(outcome.stdout) + len(outcome.stderr),
-        ),
-    )
-    code = outcome.returncode
-    oom_kills = usage.oom_kills
-    what = "compilation" if phase == "compile" else "the program"
-    limit_name = "compile_timeout_ms" if phase == "compile" else "timeout_ms"
-    if outcome.killed_for == "cancel":
-        result.status = Status.CANCELLED
-        result.error = RunError(ErrorCode.CANCELLED, "The run was cancelled.")
-    elif outcome.killed_for == "wall":
-        result.status = Status.TIMEOUT
-        result.error = RunError(
-            ErrorCode.WALL_TIMEOUT, f"{what.capitalize()} exceeded the wall-clock limit ({limit_name})."
-        )
-    elif outcome.killed_for == "cpu":
-        result.status = Status.TIMEOUT
-        limit = "compile_timeout_ms" if phase == "compile" else "cpu_ms"
-        result.error = RunError(ErrorCode.CPU_TIMEOUT, f"{what.capitalize()} exceeded the CPU time limit ({limit}).")
-    elif oom_kills > 0 and code != 0:
-        result.status = Status.OOM
-        limit = "compile_memory_mb" if phase == "compile" else "memory_mb"
-        result.error = RunError(
-            ErrorCode.MEMORY_LIMIT, f"{what.capitalize()} was killed by the memory limit ({limit})."
-        )
-    elif code == 1 and outcome.stderr.startswith(b"bwrap: "):
-        result.status = Status.ERROR
-        result.error = RunError(
-            ErrorCode.SANDBOX_ERROR,
-            f"the sandbox could not start: {outcome.stderr.decode(errors='replace').strip()[:500]}",
-        )
-    elif code == 0:
-        result.status = Status.SUCCEEDED
-    else:
-        result.status = Status.FAILED
-    if code is not None and code < 0:
-        # bwrap itself died of a signal (we killed the group): no exit status of the program.
-        result.signal = FATAL_SIGNALS.get(-code, f"SIG{-code}")
-        result.exit_code = None
-    elif code is not None and code > 128 and (code - 128) in FATAL_SIGNALS:
-        # bwrap reports a program killed by signal N as 128+N, like a shell.
-        result.exit_code = code
-        result.signal = FATAL_SIGNALS[code - 128]
-    else:
-        result.exit_code = code
-    return result
-
-
-def _text(data: bytes, truncated: bool = False) -> str:
-    """UTF-8 text with invalid bytes replaced; a multi-byte character cut by the cap is dropped."""
-    if truncated:
-        for back in range(1, 4):
-            if len(data) >= back and (data[-back] & 0xC0) == 0xC0:  # a lead byte near the end
-                need = 2 if data[-back] < 0xE0 else 3 if data[-back] < 0xF0 else 4
-                if back < need:
-                    data = data[:-back]
-                break
-            if len(data) >= back and (data[-back] & 0xC0) != 0x80:
-                break
-    return data.decode("utf-8", "replace")
-
-
-def _add(a: int | None, b: int | None) -> int | None:
-    return None if a is None or b is None else a + b
 
 
 def build_bwrap_argv(

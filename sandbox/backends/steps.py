@@ -1,0 +1,236 @@
+"""The part every backend shares: workspace, compile step, run step, artifacts, classification.
+
+A backend supplies `prepare()` and `_step()` (one sandboxed process under limits); `run()` here
+reads top to bottom like the run itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import InvalidSpec, SandboxUnavailable
+from ..languages import Language, all_languages, get_language
+from ..limits import MIB, Limits
+from ..outcome import StepUsage, classify, text
+from ..result import ErrorCode, RunError, RunResult, Status, Usage
+from ..spec import RunSpec
+from ..supervise import StepOutcome
+from ..workspace import Workspace
+from .base import Backend, OutputCallback, SandboxConfig
+
+log = logging.getLogger(__name__)
+
+COMPILE_PIDS = 256
+# Room for build products (a compiled program), in a tmpfs of its own beside /work.
+BUILD_MB = 256
+MAX_INPUT_FILES = 100
+# Inodes of the /work tmpfs: enough for real programs, bounded so a file-creation loop hits a wall.
+WORK_NR_INODES = 16384
+
+
+class StepBackend(Backend):
+    """A backend that runs each step (compile, run) as one sandboxed process tree."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config)
+        self.workdir = Path(config.workdir)
+        self.runs_dir = self.workdir / "runs"
+        self.static_dir = self.workdir / ".static"
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+        self._versions: dict[str, str] = {}
+        self._cancel_events: dict[str, threading.Event] = {}
+
+    @property
+    def workspace_uid(self) -> tuple[int, int]:
+        """Host uid/gid that owns /work: whoever the program runs as, seen from the host."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def _step(
+        self,
+        spec: RunSpec,
+        ws: Workspace,
+        step: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout_ms: int,
+        cpu_ms: int,
+        memory_bytes: int,
+        pids: int,
+        stdin: bytes,
+        max_output_bytes: int,
+        on_output: OutputCallback | None,
+        build_writable: bool,
+        cancel_event: threading.Event | None = None,
+    ) -> tuple[StepOutcome, StepUsage]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        self.prepare()
+        result = self.run(RunSpec(language="python", code="print('ok')"))
+        if result.status != Status.SUCCEEDED or result.stdout != "ok\n":
+            raise SandboxUnavailable(
+                f"sandbox self-test failed: {result.status.value} "
+                f"{result.error.message if result.error else result.stderr[-500:]}"
+            )
+
+    def versions(self) -> dict[str, str]:
+        return {lang.name: self.version(lang.name) for lang in all_languages()}
+
+    def version(self, language: str) -> str:
+        if language not in self._versions:
+            self._versions[language] = self._probe_version(get_language(language))
+        return self._versions[language]
+
+    def _probe_version(self, lang: Language) -> str:
+        self.prepare()
+        limits = Limits(timeout_ms=10_000, cpu_ms=10_000, memory_mb=512, pids=64)
+        spec = RunSpec(language=lang.name, code="", limits=limits)
+        ws = self._workspace(spec, 0)
+        try:
+            outcome, _ = self._step(
+                spec,
+                ws,
+                "probe",
+                lang.version_probe,
+                {**lang.env, **lang.compile_env},
+                limits.timeout_ms,
+                limits.cpu_ms,
+                limits.memory_mb * MIB,
+                64,
+                b"",
+                4096,
+                None,
+                build_writable=False,
+            )
+        finally:
+            ws.destroy()
+        if outcome.returncode != 0:
+            return "unavailable"
+        return lang.parse_version(outcome.stdout.decode("utf-8", "replace"))
+
+    # ---- running ----------------------------------------------------------------------------------
+
+    def run(
+        self, spec: RunSpec, artifacts_dir: Path | None = None, on_output: OutputCallback | None = None
+    ) -> RunResult:
+        spec.validate()
+        lang = spec.lang
+        limits = spec.limits
+        self.prepare()
+        input_bytes = sum(f.size for f in spec.files)
+        if len(spec.files) > MAX_INPUT_FILES:
+            raise InvalidSpec(f"At most {MAX_INPUT_FILES} input files.", param="files")
+        cancel_event = self._cancel_events.setdefault(spec.run_id, threading.Event())
+        ws: Workspace | None = None
+        wall_total = 0
+        cpu_total: int | None = 0
+        try:
+            ws = self._workspace(spec, input_bytes)
+            ws.write_source(lang.entry_file, spec.code.encode())
+            for src in spec.sources:
+                ws.write_source(src.path, src.content.encode())
+            for f in spec.files:
+                with f.open() as fh:
+                    ws.write_input(f.path, iter(lambda fh=fh: fh.read(1 << 20), b""))  # type: ignore[misc]
+            os.mkdir(ws.work / "outputs", 0o755)
+            os.chown(ws.work / "outputs", *self.workspace_uid)
+
+            if lang.compile is not None:
+                outcome, cg_usage = self._step(
+                    spec,
+                    ws,
+                    "compile",
+                    lang.compile,
+                    {**lang.env, **lang.compile_env, **spec.env},
+                    limits.compile_timeout_ms,
+                    limits.compile_timeout_ms,
+                    limits.compile_memory_mb * MIB,
+                    COMPILE_PIDS,
+                    b"",
+                    limits.max_output_bytes,
+                    None,
+                    build_writable=True,
+                    cancel_event=cancel_event,
+                )
+                wall_total += outcome.wall_ms
+                cpu_total = _add(cpu_total, cg_usage.cpu_ms)
+                compile_result = classify(outcome, cg_usage, phase="compile")
+                if compile_result.status != Status.SUCCEEDED:
+                    if compile_result.status == Status.FAILED:
+                        compile_result.error = RunError(ErrorCode.COMPILE_ERROR, "The program did not compile.")
+                        compile_result.signal = None
+                    # The compiler's diagnostics are the user's stderr; stdout has nothing of theirs.
+                    compile_result.stderr = text(outcome.stdout + outcome.stderr)
+                    compile_result.stdout = ""
+                    compile_result.stderr_truncated = outcome.stdout_truncated or outcome.stderr_truncated
+                    compile_result.usage = Usage(
+                        wall_ms=wall_total,
+                        cpu_ms=cpu_total,
+                        memory_peak_bytes=cg_usage.memory_peak_bytes,
+                        output_bytes=len(compile_result.stderr.encode()),
+                    )
+                    return compile_result
+
+            outcome, cg_usage = self._step(
+                spec,
+                ws,
+                "run",
+                (*lang.run, *spec.args),
+                {**lang.env, **spec.env},
+                limits.timeout_ms,
+                limits.cpu_ms,
+                limits.memory_mb * MIB,
+                limits.pids,
+                spec.stdin_bytes,
+                limits.max_output_bytes,
+                on_output,
+                build_writable=False,
+                cancel_event=cancel_event,
+            )
+            result = classify(outcome, cg_usage, phase="run")
+            result.usage.wall_ms = wall_total + outcome.wall_ms
+            result.usage.cpu_ms = _add(cpu_total, cg_usage.cpu_ms)
+            if result.status != Status.ERROR:
+                result.artifacts, result.skipped_artifacts = ws.collect_artifacts(
+                    artifacts_dir, limits.max_artifacts, limits.max_artifact_bytes, limits.max_artifacts_total_bytes
+                )
+                result.usage.artifact_bytes = sum(a.bytes for a in result.artifacts)
+            return result
+        except InvalidSpec:
+            raise
+        except (SandboxUnavailable, OSError) as exc:
+            log.exception("sandbox failure in run %s", spec.run_id)
+            return RunResult(
+                status=Status.ERROR,
+                error=RunError(ErrorCode.SANDBOX_ERROR, f"sandbox failure: {exc}"),
+                usage=Usage(wall_ms=None, cpu_ms=None),
+            )
+        finally:
+            self._cancel_events.pop(spec.run_id, None)
+            if ws is not None:
+                ws.destroy()
+
+    def _workspace(self, spec: RunSpec, input_bytes: int) -> Workspace:
+        limits = spec.limits
+        # /work holds the user's disk quota plus the staged inputs (read-only to the program).
+        size = limits.disk_mb * MIB + input_bytes
+        return Workspace.create(
+            self.runs_dir,
+            spec.run_id,
+            *self.workspace_uid,
+            size_bytes=size,
+            nr_inodes=WORK_NR_INODES + 4 * len(spec.files),
+            build_size_bytes=BUILD_MB * MIB if spec.lang.compiled else 0,
+        )
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
