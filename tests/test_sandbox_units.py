@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from sandbox import DEFAULT_LIMITS, MAX_LIMITS, InvalidSpec, Limits, RunSpec, resolve_limits
-from sandbox.backends.bwrap import BASE_ENV, StepUsage, build_bwrap_argv, classify
+from sandbox.backends.bwrap import BASE_ENV, build_bwrap_argv
 from sandbox.languages import get_language
+from sandbox.outcome import StepUsage, classify
 from sandbox.result import ErrorCode, Status
 from sandbox.seccomp import compile_profile
 from sandbox.spec import InputFile, SourceFile
