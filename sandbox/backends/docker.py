@@ -1,0 +1,397 @@
+"""The docker backend: one ephemeral container per step from the language's runner image.
+
+Containment of one step, top to bottom:
+  1. the run's /work is the same host tmpfs as with bwrap (size-capped, outlives the container so
+     artifacts can be collected), bind-mounted; inputs read-only; /build for compiled languages;
+  2. the container: no network, read-only root, all capabilities dropped, no-new-privileges, the
+     seccomp profile from seccomp/ (and AppArmor when configured), non-root user, pids limit,
+     memory = memory+swap limit, CPU quota, size-capped /tmp, rlimits, docker-init as pid 1,
+     labelled so a janitor can find leftovers;
+  3. attach before start, so no output is missed; stdin written, stdout/stderr read with caps;
+  4. wall clock and the container's cgroup CPU time enforced by killing the container;
+  5. OOM from Docker's flag cross-checked with exit status 137 and the cgroup's oom_kill counter;
+  6. in `finally`: the container is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..cgroups import CgroupDriver, RunCgroup
+from ..errors import SandboxUnavailable
+from ..languages import BUILD_DIR
+from ..limits import MIB
+from ..outcome import StepUsage
+from ..spec import RunSpec
+from ..supervise import READ_CHUNK, StepOutcome
+from ..workspace import Workspace, stale_run_dirs
+from .base import OutputCallback, SandboxConfig
+from .bwrap import BASE_ENV
+from .steps import BUILD_MB, StepBackend
+
+log = logging.getLogger(__name__)
+
+# The runner images' unprivileged user (see runners/*/Dockerfile).
+CONTAINER_UID = 1000
+CONTAINER_GID = 1000
+LABEL_RUN = "codeexec.run"
+LABEL_MANAGED = "codeexec.managed"
+NANO_CPUS = 1_000_000_000
+MAX_OPEN_FILES = 4096
+POLL_S = 0.01
+KILL_WAIT_S = 10.0
+# docker-init (tini) is pid 1: it reaps orphans and passes the program's exit status through.
+DOCKER_INIT = True
+
+
+class DockerBackend(StepBackend):
+    name = "docker"
+
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config)
+        self._client: Any = None
+        self._seccomp_json: str | None = None
+        self._cgroup_drivers: list[tuple[CgroupDriver, str]] | None = None
+
+    @property
+    def workspace_uid(self) -> tuple[int, int]:
+        return CONTAINER_UID, CONTAINER_GID
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import docker
+            except ImportError as exc:
+                raise SandboxUnavailable("the docker backend needs the docker SDK: pip install docker") from exc
+            try:
+                self._client = docker.from_env(timeout=60)
+                self._client.ping()
+            except Exception as exc:
+                self._client = None
+                raise SandboxUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+        return self._client
+
+    def image(self, language: str) -> str:
+        return self.config.runner_images.get(language) or f"codeexec-runner-{language}:latest"
+
+    def prepare(self) -> None:
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            if os.geteuid() != 0:
+                raise SandboxUnavailable("the docker backend must run as root: it mounts each run's tmpfs")
+            for d in (self.workdir, self.runs_dir):
+                d.mkdir(mode=0o711, parents=True, exist_ok=True)
+            if self.config.disable_security:
+                log.warning(
+                    "DISABLE_SANDBOX_SECURITY=1: containers run WITHOUT seccomp, AppArmor and "
+                    "no-new-privileges. Only for Docker Desktop development, never in production."
+                )
+            else:
+                try:
+                    profile = json.loads(Path(self.config.seccomp_profile).read_text())
+                except (OSError, ValueError) as exc:
+                    raise SandboxUnavailable(
+                        f"cannot read seccomp profile {self.config.seccomp_profile}: {exc}"
+                    ) from exc
+                self._seccomp_json = json.dumps(profile, separators=(",", ":"))
+            client = self.client
+            import docker.errors
+
+            from ..languages import all_languages
+
+            missing = []
+            for lang in all_languages():
+                try:
+                    client.images.get(self.image(lang.name))
+                except docker.errors.ImageNotFound:
+                    missing.append(self.image(lang.name))
+            if missing:
+                raise SandboxUnavailable(
+                    f"runner images missing: {', '.join(missing)} (build them with scripts/build-images.sh)"
+                )
+            self._prepared = True
+
+    def host_path(self, path: Path) -> str:
+        """The path as the Docker engine sees it (the worker may itself run in a container)."""
+        if self.config.host_workdir is None:
+            return str(path)
+        return str(Path(self.config.host_workdir) / path.relative_to(self.workdir))
+
+    def _security_opt(self) -> list[str]:
+        if self.config.disable_security:
+            return []
+        opts = ["no-new-privileges:true", f"seccomp={self._seccomp_json}"]
+        if self.config.apparmor_profile:
+            opts.append(f"apparmor={self.config.apparmor_profile}")
+        return opts
+
+    def _step(
+        self,
+        spec: RunSpec,
+        ws: Workspace,
+        step: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout_ms: int,
+        cpu_ms: int,
+        memory_bytes: int,
+        pids: int,
+        stdin: bytes,
+        max_output_bytes: int,
+        on_output: OutputCallback | None,
+        build_writable: bool,
+        cancel_event: threading.Event | None = None,
+    ) -> tuple[StepOutcome, StepUsage]:
+        from docker.types import Mount, Ulimit
+
+        largest_mb = max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if build_writable else 0)
+        mounts = [
+            Mount("/work", self.host_path(ws.work), type="bind", read_only=False),
+            Mount("/work/inputs", self.host_path(ws.inputs), type="bind", read_only=True),
+        ]
+        if spec.lang.compiled:
+            mounts.append(Mount(BUILD_DIR, self.host_path(ws.build), type="bind", read_only=not build_writable))
+        container = self.client.containers.create(
+            self.image(spec.lang.name),
+            command=list(argv),
+            user=f"{CONTAINER_UID}:{CONTAINER_GID}",
+            working_dir="/work",
+            environment={**BASE_ENV, **env},
+            hostname="sandbox",
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=self._security_opt(),
+            pids_limit=pids + (1 if DOCKER_INIT else 0),
+            mem_limit=memory_bytes,
+            memswap_limit=memory_bytes,
+            nano_cpus=NANO_CPUS,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.config.tmp_mb}m,mode=1777"},
+            mounts=mounts,
+            ulimits=[
+                Ulimit(name="core", soft=0, hard=0),
+                Ulimit(name="fsize", soft=largest_mb * MIB, hard=largest_mb * MIB),
+                Ulimit(name="nofile", soft=1024, hard=MAX_OPEN_FILES),
+            ],
+            labels={LABEL_MANAGED: "1", LABEL_RUN: spec.run_id, "codeexec.step": step},
+            init=DOCKER_INIT,
+            stdin_open=True,
+            tty=False,
+            # detach=False makes the SDK set StdinOnce and AttachStdin: closing our end of the attach
+            # closes the program's stdin (EOF), instead of leaving it blocked on a read forever.
+            detach=False,
+            name=f"codeexec-{spec.run_id}-{step}",
+        )
+        try:
+            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            raw: socket.socket = sock._sock
+            try:
+                container.start()
+                started = time.monotonic()
+                outcome, usage = self._supervise(
+                    container, raw, stdin, timeout_ms, cpu_ms, max_output_bytes, on_output, cancel_event, started, ws
+                )
+            finally:
+                try:
+                    raw.close()
+                except OSError:
+                    pass
+            return outcome, usage
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:
+                log.warning("could not remove container %s", container.id[:12], exc_info=True)
+
+    def _supervise(
+        self,
+        container: Any,
+        raw: socket.socket,
+        stdin: bytes,
+        timeout_ms: int,
+        cpu_ms: int,
+        max_output_bytes: int,
+        on_output: OutputCallback | None,
+        cancel_event: threading.Event | None,
+        started: float,
+        ws: Workspace,
+    ) -> tuple[StepOutcome, StepUsage]:
+        deadline = started + timeout_ms / 1000
+        cgroup = self._container_cgroup(container.id)
+        buffers = {1: bytearray(), 2: bytearray()}
+        truncated = {1: False, 2: False}
+        pending = b""
+        stdin_view = memoryview(stdin)
+        raw.setblocking(False)
+        if not stdin_view:
+            _shutdown_write(raw)
+        killed_for: str | None = None
+        eof = False
+        cpu_seen: int | None = None
+        peak_seen: int | None = None
+        oom_seen = 0
+        cancel_marker = ws.run_dir / "cancelled"
+        killed_at: float | None = None
+        while not eof:
+            now = time.monotonic()
+            if killed_for is None:
+                if (cancel_event is not None and cancel_event.is_set()) or cancel_marker.exists():
+                    killed_for = "cancel"
+                elif now >= deadline:
+                    killed_for = "wall"
+                elif cgroup is not None and cpu_seen is not None and cpu_seen >= cpu_ms:
+                    killed_for = "cpu"
+                if killed_for is not None:
+                    killed_at = now
+                    _kill(container)
+            elif killed_at is not None and now - killed_at > KILL_WAIT_S:
+                break
+            if cgroup is None:
+                cgroup = self._container_cgroup(container.id)
+            if cgroup is not None:
+                cpu_seen = cgroup.cpu_usage_ms() or cpu_seen
+                peak_seen = cgroup.memory_peak_bytes() or peak_seen
+                oom_seen = max(oom_seen, cgroup.oom_kills())
+            want_write = [raw] if stdin_view else []
+            readable, writable, _ = select.select([raw], want_write, [], POLL_S)
+            if writable and stdin_view:
+                try:
+                    n = raw.send(stdin_view[:READ_CHUNK])
+                    stdin_view = stdin_view[n:]
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    stdin_view = memoryview(b"")
+                if not stdin_view:
+                    _shutdown_write(raw)
+            if readable:
+                try:
+                    chunk = raw.recv(READ_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    eof = True
+                    break
+                pending += chunk
+                # Docker's multiplexed stream: 8-byte header (stream, 0, 0, 0, size32) then the payload.
+                while len(pending) >= 8:
+                    stream_id, size = pending[0], struct.unpack(">I", pending[4:8])[0]
+                    if len(pending) < 8 + size:
+                        break
+                    payload, pending = pending[8 : 8 + size], pending[8 + size :]
+                    if stream_id not in buffers:
+                        continue
+                    room = max_output_bytes - len(buffers[stream_id])
+                    if room <= 0:
+                        truncated[stream_id] = True
+                        continue
+                    kept = payload[:room]
+                    if len(kept) < len(payload):
+                        truncated[stream_id] = True
+                    buffers[stream_id] += kept
+                    if on_output is not None:
+                        on_output("stdout" if stream_id == 1 else "stderr", kept)
+        ended = time.monotonic()
+        try:
+            status = container.wait(timeout=max(1.0, deadline - time.monotonic() + KILL_WAIT_S))
+            code = int(status.get("StatusCode", -1))
+        except Exception:
+            _kill(container)
+            killed_for = killed_for or "wall"
+            code = -9
+        container.reload()
+        state = container.attrs.get("State", {})
+        if cgroup is not None:
+            oom_seen = max(oom_seen, cgroup.oom_kills())
+        # Docker's OOMKilled flag alone is not reliable; believe an OOM when the flag or the cgroup's
+        # counter says so AND the exit status is the SIGKILL one.
+        oom = code == 137 and (bool(state.get("OOMKilled")) or oom_seen > 0)
+        outcome = StepOutcome(
+            returncode=code,
+            killed_for=killed_for,
+            stdout=bytes(buffers[1]),
+            stderr=bytes(buffers[2]),
+            stdout_truncated=truncated[1],
+            stderr_truncated=truncated[2],
+            wall_ms=int((ended - started) * 1000),
+        )
+        return outcome, StepUsage(cpu_ms=cpu_seen, memory_peak_bytes=peak_seen, oom_kills=1 if oom else 0)
+
+    def _container_cgroup(self, container_id: str) -> RunCgroup | None:
+        """The container's cgroup on this host (cgroupfs or systemd driver), if we can see it."""
+        if self._cgroup_drivers is None:
+            try:
+                self._cgroup_drivers = [
+                    (CgroupDriver("docker"), "{id}"),
+                    (CgroupDriver("system.slice"), "docker-{id}.scope"),
+                ]
+            except SandboxUnavailable:
+                self._cgroup_drivers = []
+        for driver, pattern in self._cgroup_drivers:
+            group = RunCgroup(driver, pattern.format(id=container_id))
+            if all(p.exists() for p in group.paths.values()):
+                return group
+        return None
+
+    def cancel(self, run_id: str) -> bool:
+        found = False
+        event = self._cancel_events.get(run_id)
+        if event is not None:
+            event.set()
+            found = True
+        run_dir = self.runs_dir / run_id
+        if run_dir.is_dir():
+            try:
+                (run_dir / "cancelled").touch()
+            except OSError:
+                pass
+            found = True
+        for container in self.client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"}):
+            _kill(container)
+            found = True
+        return found
+
+    def cleanup_orphans(self) -> list[str]:
+        """Remove labelled containers and run dirs whose owning worker is gone."""
+        self.prepare()
+        removed: list[str] = []
+        for run_dir in stale_run_dirs(self.runs_dir):
+            Workspace(root=self.runs_dir, run_dir=run_dir, uid=CONTAINER_UID, gid=CONTAINER_GID).destroy()
+            removed.append(f"dir:{run_dir.name}")
+        live = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
+        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"}):
+            if container.labels.get(LABEL_RUN) not in live:
+                try:
+                    container.remove(force=True)
+                    removed.append(f"container:{container.name}")
+                except Exception:
+                    log.warning("could not remove leftover container %s", container.name, exc_info=True)
+        return removed
+
+
+def _kill(container: Any) -> None:
+    try:
+        container.kill()
+    except Exception:  # already gone: that is what we wanted
+        log.debug("kill of %s: container already gone", getattr(container, "name", "?"))
+
+
+def _shutdown_write(raw: socket.socket) -> None:
+    try:
+        raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
