@@ -44,7 +44,9 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKey, str] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
-            _limit_unauthenticated(request)
+            # A signed download link is its own authorization (checked by the view), not a key guess.
+            if "signature" not in request.query_params:
+                _limit_unauthenticated(request)
             return None
         scheme, _, token = header.partition(" ")
         token = token.strip()

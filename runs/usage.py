@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -13,6 +14,7 @@ from .models import ApiKey, Run
 STATUSES = ("succeeded", "failed", "timeout", "oom", "cancelled", "error")
 SUMS = ("cpu_ms", "wall_ms", "output_bytes", "artifact_bytes")
 MAX_RANGE_DAYS = 366
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_RANGE_DAYS = 30
 
 
@@ -76,6 +78,8 @@ def parse_range(start_text: str | None, end_text: str | None, today: dt.date | N
     today = today or dt.datetime.now(dt.UTC).date()
 
     def parse(text: str, param: str) -> dt.date:
+        if not DATE_RE.match(text):
+            raise ValueError(param, f"'{param}' must be a date as YYYY-MM-DD.")
         try:
             return dt.date.fromisoformat(text)
         except ValueError:

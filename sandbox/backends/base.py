@@ -81,6 +81,10 @@ class Backend:
         """Raise SandboxUnavailable if this backend cannot run code here (used by /readyz)."""
         raise NotImplementedError
 
+    def leftovers(self) -> list[str]:
+        """What of any run is still on the host (run dirs, mounts, groups, containers); [] when idle."""
+        raise NotImplementedError
+
     def cleanup_orphans(self) -> list[str]:
         """Remove what crashed runs left behind (processes, groups, mounts, dirs); return what went."""
         raise NotImplementedError

@@ -146,6 +146,9 @@ class BwrapBackend(StepBackend):
                 found = True
         return found
 
+    def _backend_leftovers(self) -> list[str]:
+        return [f"cgroup:{name}" for name in self.cgroups.existing_groups()]
+
     def cleanup_orphans(self) -> list[str]:
         """Remove run dirs whose owner died and groups that belong to no live run."""
         self.prepare()

@@ -46,6 +46,7 @@ CONTAINER_UID = 1000
 CONTAINER_GID = 1000
 LABEL_RUN = "codeexec.run"
 LABEL_MANAGED = "codeexec.managed"
+LABEL_WORKDIR = "codeexec.workdir"
 NANO_CPUS = 1_000_000_000
 MAX_OPEN_FILES = 4096
 POLL_S = 0.01
@@ -185,7 +186,12 @@ class DockerBackend(StepBackend):
                 Ulimit(name="fsize", soft=largest_mb * MIB, hard=largest_mb * MIB),
                 Ulimit(name="nofile", soft=1024, hard=MAX_OPEN_FILES),
             ],
-            labels={LABEL_MANAGED: "1", LABEL_RUN: spec.run_id, "codeexec.step": step},
+            labels={
+                LABEL_MANAGED: "1",
+                LABEL_RUN: spec.run_id,
+                LABEL_WORKDIR: str(self.workdir),
+                "codeexec.step": step,
+            },
             init=DOCKER_INIT,
             stdin_open=True,
             tty=False,
@@ -365,6 +371,14 @@ class DockerBackend(StepBackend):
             found = True
         return found
 
+    def _backend_leftovers(self) -> list[str]:
+        return [f"container:{c.name}" for c in self._own_containers()]
+
+    def _own_containers(self) -> list[Any]:
+        """Containers this backend's work dir made (another work dir's are another worker's business)."""
+        labels = [f"{LABEL_MANAGED}=1", f"{LABEL_WORKDIR}={self.workdir}"]
+        return list(self.client.containers.list(all=True, filters={"label": labels}))
+
     def cleanup_orphans(self) -> list[str]:
         """Remove labelled containers and run dirs whose owning worker is gone."""
         self.prepare()
@@ -373,7 +387,7 @@ class DockerBackend(StepBackend):
             Workspace(root=self.runs_dir, run_dir=run_dir, uid=CONTAINER_UID, gid=CONTAINER_GID).destroy()
             removed.append(f"dir:{run_dir.name}")
         live = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
-        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"}):
+        for container in self._own_containers():
             if container.labels.get(LABEL_RUN) not in live:
                 try:
                     container.remove(force=True)

@@ -53,6 +53,21 @@ class StepBackend(Backend):
     def prepare(self) -> None:
         raise NotImplementedError
 
+    def leftovers(self) -> list[str]:
+        found: list[str] = []
+        if self.runs_dir.exists():
+            found += [f"dir:{p.name}" for p in self.runs_dir.iterdir()]
+        workdir = str(self.workdir)
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                mountpoint = line.split()[1].replace("\\040", " ")
+                if mountpoint == workdir or mountpoint.startswith(workdir + "/"):
+                    found.append(f"mount:{mountpoint}")
+        return found + self._backend_leftovers()
+
+    def _backend_leftovers(self) -> list[str]:
+        return []
+
     def _step(
         self,
         spec: RunSpec,

@@ -32,7 +32,8 @@ def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Iterator[Back
     b = get_backend(request.param, config)
     b.check()  # fails loudly when bwrap, root, cgroups or seccomp are missing
     yield b
-    leftovers = b.cleanup_orphans()
+    leftovers = b.leftovers()
+    b.cleanup_orphans()
     if request.param == "bwrap":
         b.cgroups.remove_parent()  # type: ignore[attr-defined]
     assert leftovers == [], f"the backend left these behind: {leftovers}"

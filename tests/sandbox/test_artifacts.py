@@ -23,19 +23,8 @@ def _src(code: str) -> str:
 
 
 def _leftovers(backend: Backend) -> list[str]:
-    """Everything a finished run must not leave on the host."""
-    found: list[str] = []
-    runs_dir = Path(backend.runs_dir)  # type: ignore[attr-defined]
-    if runs_dir.exists():
-        found += [f"dir:{p}" for p in runs_dir.iterdir()]
-    found += [f"cgroup:{g}" for g in backend.cgroups.existing_groups()]  # type: ignore[attr-defined]
-    workdir = str(Path(backend.workdir))  # type: ignore[attr-defined]
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            mountpoint = line.split()[1].replace("\\040", " ")
-            if mountpoint == workdir or mountpoint.startswith(workdir + "/"):
-                found.append(f"mount:{mountpoint}")
-    return found
+    """Everything a finished run must not leave on the host (dirs, mounts, cgroups, containers)."""
+    return backend.leftovers()
 
 
 @pytest.fixture(autouse=True)
