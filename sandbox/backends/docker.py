@@ -155,7 +155,7 @@ class DockerBackend(StepBackend):
         build_writable: bool,
         cancel_event: threading.Event | None = None,
     ) -> tuple[StepOutcome, StepUsage]:
-        from docker.types import Mount, Ulimit
+        from docker.types import LogConfig, Mount, Ulimit
 
         largest_mb = max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if build_writable else 0)
         mounts = [
@@ -193,6 +193,8 @@ class DockerBackend(StepBackend):
                 "codeexec.step": step,
             },
             init=DOCKER_INIT,
+            # Output reaches us through the attach stream, capped; Docker must not also log it to disk.
+            log_config=LogConfig(type="none"),
             stdin_open=True,
             tty=False,
             # detach=False makes the SDK set StdinOnce and AttachStdin: closing our end of the attach
