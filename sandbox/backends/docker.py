@@ -175,7 +175,7 @@ class DockerBackend(StepBackend):
             read_only=True,
             cap_drop=["ALL"],
             security_opt=self._security_opt(),
-            pids_limit=pids + (1 if DOCKER_INIT else 0),
+            pids_limit=pids,
             mem_limit=memory_bytes,
             memswap_limit=memory_bytes,
             nano_cpus=NANO_CPUS,
@@ -321,8 +321,12 @@ class DockerBackend(StepBackend):
             _kill(container)
             killed_for = killed_for or "wall"
             code = -9
-        container.reload()
-        state = container.attrs.get("State", {})
+        try:
+            container.reload()
+            state = container.attrs.get("State", {})
+        except Exception:  # an engine too busy to answer (e.g. reaping a fork bomb): no flag to read
+            log.warning("could not inspect container %s after it ended", container.id[:12], exc_info=True)
+            state = {}
         if cgroup is not None:
             oom_seen = max(oom_seen, cgroup.oom_kills())
         # Docker's OOMKilled flag alone is not reliable; believe an OOM when the flag or the cgroup's
