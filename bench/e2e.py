@@ -2,7 +2,9 @@
 
 Measures, in the same run on the same machine: the bare interpreter's latency and throughput, and the
 service's p50/p90/p99 latency over N sequential requests and runs/second at a given concurrency.
-Start the stack first (`make run`), then: `python bench/e2e.py --url http://127.0.0.1:8080 --key dev_123`.
+Start the stack first (`make run`), make a key whose limits the benchmark will not hit
+(`manage.py createapikey bench --rps 1000 --burst 1000 --max-concurrent-runs 16`; dev_123 allows 10 rps),
+then: `python bench/e2e.py --url http://127.0.0.1:8080 --key <token>`.
 """
 
 from __future__ import annotations
