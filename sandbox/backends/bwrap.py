@@ -126,19 +126,7 @@ class BwrapBackend(StepBackend):
             self._prepared = True
 
     def cancel(self, run_id: str) -> bool:
-        found = False
-        event = self._cancel_events.get(run_id)
-        if event is not None:
-            event.set()
-            found = True
-        run_dir = self.runs_dir / run_id
-        if run_dir.is_dir():
-            # Seen by a supervisor in another process; the kill below makes it act at once.
-            try:
-                (run_dir / "cancelled").touch()
-            except OSError:
-                pass
-            found = True
+        found = self._mark_cancelled(run_id)
         for step in ("compile", "run"):
             group = self.cgroups.group(f"{run_id}.{step}")
             if any(p.exists() for p in group.paths.values()):

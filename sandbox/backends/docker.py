@@ -360,18 +360,7 @@ class DockerBackend(StepBackend):
         return None
 
     def cancel(self, run_id: str) -> bool:
-        found = False
-        event = self._cancel_events.get(run_id)
-        if event is not None:
-            event.set()
-            found = True
-        run_dir = self.runs_dir / run_id
-        if run_dir.is_dir():
-            try:
-                (run_dir / "cancelled").touch()
-            except OSError:
-                pass
-            found = True
+        found = self._mark_cancelled(run_id)
         for container in self.client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"}):
             _kill(container)
             found = True

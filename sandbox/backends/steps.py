@@ -53,6 +53,22 @@ class StepBackend(Backend):
     def prepare(self) -> None:
         raise NotImplementedError
 
+    def _mark_cancelled(self, run_id: str) -> bool:
+        """Flag a run as cancelled for its supervisor, in this process (event) or another (marker file)."""
+        found = False
+        event = self._cancel_events.get(run_id)
+        if event is not None:
+            event.set()
+            found = True
+        run_dir = self.runs_dir / run_id
+        if run_dir.is_dir():
+            try:
+                (run_dir / "cancelled").touch()
+                found = True
+            except OSError:
+                log.warning("could not mark run %s cancelled", run_id, exc_info=True)
+        return found
+
     def leftovers(self) -> list[str]:
         found: list[str] = []
         if self.runs_dir.exists():

@@ -16,21 +16,9 @@ from django.db.models import Q
 from django.db.models.functions import TruncDate
 
 from runs.models import ApiKey
-from runs.usage import counters, parse_range, runs_in_range, usage, zero
+from runs.usage import STATUSES, SUMS, counters, parse_range, runs_in_range, usage, zero
 
-COLUMNS = [
-    "runs",
-    "succeeded",
-    "failed",
-    "timeout",
-    "oom",
-    "cancelled",
-    "error",
-    "cpu_ms",
-    "wall_ms",
-    "output_bytes",
-    "artifact_bytes",
-]
+COLUMNS = ["runs", *STATUSES, *SUMS]
 
 
 class Command(BaseCommand):
