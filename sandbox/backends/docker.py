@@ -36,7 +36,7 @@ from ..spec import RunSpec
 from ..supervise import READ_CHUNK, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
 from .base import OutputCallback, SandboxConfig
-from .bwrap import BASE_ENV
+from .bwrap import BASE_ENV, SYNTHETIC_ETC, _write_file_atomic
 from .steps import BUILD_MB, StepBackend
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,12 @@ class DockerBackend(StepBackend):
                 raise SandboxUnavailable("the docker backend must run as root: it mounts each run's tmpfs")
             for d in (self.workdir, self.runs_dir):
                 d.mkdir(mode=0o711, parents=True, exist_ok=True)
+            # The same synthetic /etc as bwrap: no image system users, no resolver, no supplementary groups.
+            etc = self.static_dir / "etc"
+            etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(self.static_dir, 0o755)
+            for name, content in {**SYNTHETIC_ETC, "resolv.conf": ""}.items():
+                _write_file_atomic(etc / name, content.encode(), 0o644)
             if self.config.disable_security:
                 log.warning(
                     "DISABLE_SANDBOX_SECURITY=1: containers run WITHOUT seccomp, AppArmor and "
@@ -164,6 +170,11 @@ class DockerBackend(StepBackend):
         ]
         if spec.lang.compiled:
             mounts.append(Mount(BUILD_DIR, self.host_path(ws.build), type="bind", read_only=not build_writable))
+        # Docker leaves /etc/hosts, /etc/hostname and /etc/resolv.conf alone when we mount our own.
+        for name in (*SYNTHETIC_ETC, "resolv.conf"):
+            mounts.append(
+                Mount(f"/etc/{name}", self.host_path(self.static_dir / "etc" / name), type="bind", read_only=True)
+            )
         container = self.client.containers.create(
             self.image(spec.lang.name),
             command=list(argv),
