@@ -274,7 +274,12 @@ class DockerBackend(StepBackend):
                     killed_for = "cpu"
                 if killed_for is not None:
                     killed_at = now
-                    _kill(container)
+                    # Through the kernel when we can see the container's cgroup: an engine busy with a
+                    # flood may take minutes to answer an API kill.
+                    if cgroup is not None:
+                        cgroup.kill_all()
+                    else:
+                        _kill(container)
             elif killed_at is not None and now - killed_at > KILL_WAIT_S:
                 break
             if cgroup is None:
@@ -325,6 +330,12 @@ class DockerBackend(StepBackend):
                     if on_output is not None:
                         on_output("stdout" if stream_id == 1 else "stderr", kept)
         ended = time.monotonic()
+        # Hang up before waiting: an engine still copying a flood into our socket would otherwise block
+        # the container's teardown (and every call about it) until we read again.
+        try:
+            raw.close()
+        except OSError:
+            pass
         try:
             status = container.wait(timeout=max(1.0, deadline - time.monotonic() + KILL_WAIT_S))
             code = int(status.get("StatusCode", -1))
