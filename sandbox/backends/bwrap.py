@@ -19,7 +19,6 @@ import os
 import select
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,8 +32,8 @@ from ..seccomp import SeccompProgram
 from ..spec import RunSpec
 from ..supervise import StepOutcome, supervise
 from ..workspace import Workspace, stale_run_dirs
-from .base import OutputCallback, SandboxConfig
-from .steps import BUILD_MB, StepBackend
+from .base import SandboxConfig
+from .steps import Step, StepBackend
 
 log = logging.getLogger(__name__)
 
@@ -158,35 +157,17 @@ class BwrapBackend(StepBackend):
 
     # ---- internals ----------------------------------------------------------------------------------
 
-    def _step(
-        self,
-        spec: RunSpec,
-        ws: Workspace,
-        step: str,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        timeout_ms: int,
-        cpu_ms: int,
-        memory_bytes: int,
-        pids: int,
-        stdin: bytes,
-        max_output_bytes: int,
-        on_output: OutputCallback | None,
-        build_writable: bool,
-        cancel_event: threading.Event | None = None,
-    ) -> tuple[StepOutcome, StepUsage]:
-        cgroup = self.cgroups.group(f"{spec.run_id}.{step}")
+    def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
+        cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
         try:
-            cgroup.create(memory_bytes, pids + BWRAP_OWN_PIDS)
+            cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
             info_r, info_w = os.pipe2(os.O_CLOEXEC)
             block_r, block_w = os.pipe2(os.O_CLOEXEC)
             seccomp_fd = self.seccomp.open_fd()
             fds += [info_r, info_w, block_r, block_w, seccomp_fd]
-            # No single file may exceed the largest filesystem this step may write to.
-            largest_mb = max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if build_writable else 0)
-            limit_fsize = largest_mb * MIB
+            limit_fsize = self._file_size_cap_bytes(spec, step)
             # rlimits are set inside the sandbox by prlimit(1) just before the program's exec: the
             # service needs no CAP_SYS_RESOURCE, and the lowered hard limits cannot be raised again.
             limited_argv = [
@@ -195,7 +176,7 @@ class BwrapBackend(StepBackend):
                 f"--fsize={limit_fsize}:{limit_fsize}",
                 f"--nofile=1024:{MAX_OPEN_FILES}",
                 "--",
-                *argv,
+                *step.argv,
             ]
             bwrap_argv = build_bwrap_argv(
                 bwrap=self.config.bwrap_path,
@@ -203,9 +184,9 @@ class BwrapBackend(StepBackend):
                 static_dir=self.static_dir,
                 lang=spec.lang,
                 argv=limited_argv,
-                env=env,
+                env=step.env,
                 tmp_bytes=self.config.tmp_mb * MIB,
-                build_writable=build_writable,
+                build_writable=step.build_writable,
                 seccomp_fd=seccomp_fd,
                 info_fd=info_w,
                 block_fd=block_r,
@@ -235,20 +216,16 @@ class BwrapBackend(StepBackend):
                     cgroup.add(pid)
             started = time.monotonic()
             os.write(block_w, b"1")  # the program starts now, inside its cgroup
-            cancel_marker = ws.run_dir / "cancelled"
-
-            def is_cancelled() -> bool:
-                return (cancel_event is not None and cancel_event.is_set()) or cancel_marker.exists()
-
+            is_cancelled = self._cancel_check(ws, step)
             outcome = supervise(
                 proc,
-                stdin,
-                timeout_ms,
-                cpu_ms,
+                step.stdin,
+                step.timeout_ms,
+                step.cpu_ms,
                 cgroup.cpu_usage_ms,
                 cgroup.kill_all,
-                max_output_bytes,
-                on_output,
+                step.max_output_bytes,
+                step.on_output,
                 is_cancelled,
                 started,
             )

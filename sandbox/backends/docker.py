@@ -21,23 +21,21 @@ import os
 import select
 import socket
 import struct
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import SandboxUnavailable
 from ..languages import BUILD_DIR
-from ..limits import MIB
 from ..outcome import StepUsage
 from ..spec import RunSpec
 from ..supervise import READ_CHUNK, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
-from .base import OutputCallback, SandboxConfig
+from .base import SandboxConfig
 from .bwrap import BASE_ENV, SYNTHETIC_ETC, _write_file_atomic
-from .steps import BUILD_MB, StepBackend
+from .steps import Step, StepBackend
 
 log = logging.getLogger(__name__)
 
@@ -144,32 +142,16 @@ class DockerBackend(StepBackend):
             opts.append(f"apparmor={self.config.apparmor_profile}")
         return opts
 
-    def _step(
-        self,
-        spec: RunSpec,
-        ws: Workspace,
-        step: str,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        timeout_ms: int,
-        cpu_ms: int,
-        memory_bytes: int,
-        pids: int,
-        stdin: bytes,
-        max_output_bytes: int,
-        on_output: OutputCallback | None,
-        build_writable: bool,
-        cancel_event: threading.Event | None = None,
-    ) -> tuple[StepOutcome, StepUsage]:
+    def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
         from docker.types import LogConfig, Mount, Ulimit
 
-        largest_mb = max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if build_writable else 0)
+        fsize = self._file_size_cap_bytes(spec, step)
         mounts = [
             Mount("/work", self.host_path(ws.work), type="bind", read_only=False),
             Mount("/work/inputs", self.host_path(ws.inputs), type="bind", read_only=True),
         ]
         if spec.lang.compiled:
-            mounts.append(Mount(BUILD_DIR, self.host_path(ws.build), type="bind", read_only=not build_writable))
+            mounts.append(Mount(BUILD_DIR, self.host_path(ws.build), type="bind", read_only=not step.build_writable))
         # Docker leaves /etc/hosts, /etc/hostname and /etc/resolv.conf alone when we mount our own.
         for name in (*SYNTHETIC_ETC, "resolv.conf"):
             mounts.append(
@@ -177,31 +159,31 @@ class DockerBackend(StepBackend):
             )
         container = self.client.containers.create(
             self.image(spec.lang.name),
-            command=list(argv),
+            command=list(step.argv),
             user=f"{CONTAINER_UID}:{CONTAINER_GID}",
             working_dir="/work",
-            environment={**BASE_ENV, **env},
+            environment={**BASE_ENV, **step.env},
             hostname="sandbox",
             network_mode="none",
             read_only=True,
             cap_drop=["ALL"],
             security_opt=self._security_opt(),
-            pids_limit=pids,
-            mem_limit=memory_bytes,
-            memswap_limit=memory_bytes,
+            pids_limit=step.pids,
+            mem_limit=step.memory_bytes,
+            memswap_limit=step.memory_bytes,
             nano_cpus=NANO_CPUS,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.config.tmp_mb}m,mode=1777"},
             mounts=mounts,
             ulimits=[
                 Ulimit(name="core", soft=0, hard=0),
-                Ulimit(name="fsize", soft=largest_mb * MIB, hard=largest_mb * MIB),
+                Ulimit(name="fsize", soft=fsize, hard=fsize),
                 Ulimit(name="nofile", soft=1024, hard=MAX_OPEN_FILES),
             ],
             labels={
                 LABEL_MANAGED: "1",
                 LABEL_RUN: spec.run_id,
                 LABEL_WORKDIR: str(self.workdir),
-                "codeexec.step": step,
+                "codeexec.step": step.name,
             },
             init=DOCKER_INIT,
             # Output reaches us through the attach stream, capped; Docker must not also log it to disk.
@@ -211,7 +193,7 @@ class DockerBackend(StepBackend):
             # detach=False makes the SDK set StdinOnce and AttachStdin: closing our end of the attach
             # closes the program's stdin (EOF), instead of leaving it blocked on a read forever.
             detach=False,
-            name=f"codeexec-{spec.run_id}-{step}",
+            name=f"codeexec-{spec.run_id}-{step.name}",
         )
         try:
             sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -219,9 +201,7 @@ class DockerBackend(StepBackend):
             try:
                 container.start()
                 started = time.monotonic()
-                outcome, usage = self._supervise(
-                    container, raw, stdin, timeout_ms, cpu_ms, max_output_bytes, on_output, cancel_event, started, ws
-                )
+                outcome, usage = self._supervise(container, raw, step, started, self._cancel_check(ws, step))
             finally:
                 try:
                     raw.close()
@@ -238,21 +218,16 @@ class DockerBackend(StepBackend):
         self,
         container: Any,
         raw: socket.socket,
-        stdin: bytes,
-        timeout_ms: int,
-        cpu_ms: int,
-        max_output_bytes: int,
-        on_output: OutputCallback | None,
-        cancel_event: threading.Event | None,
+        step: Step,
         started: float,
-        ws: Workspace,
+        is_cancelled: Callable[[], bool],
     ) -> tuple[StepOutcome, StepUsage]:
-        deadline = started + timeout_ms / 1000
+        deadline = started + step.timeout_ms / 1000
         cgroup = self._container_cgroup(container.id)
         buffers = {1: bytearray(), 2: bytearray()}
         truncated = {1: False, 2: False}
         pending = b""
-        stdin_view = memoryview(stdin)
+        stdin_view = memoryview(step.stdin)
         raw.setblocking(False)
         if not stdin_view:
             _shutdown_write(raw)
@@ -261,16 +236,15 @@ class DockerBackend(StepBackend):
         cpu_seen: int | None = None
         peak_seen: int | None = None
         oom_seen = 0
-        cancel_marker = ws.run_dir / "cancelled"
         killed_at: float | None = None
         while not eof:
             now = time.monotonic()
             if killed_for is None:
-                if (cancel_event is not None and cancel_event.is_set()) or cancel_marker.exists():
+                if is_cancelled():
                     killed_for = "cancel"
                 elif now >= deadline:
                     killed_for = "wall"
-                elif cgroup is not None and cpu_seen is not None and cpu_seen >= cpu_ms:
+                elif cgroup is not None and cpu_seen is not None and cpu_seen >= step.cpu_ms:
                     killed_for = "cpu"
                 if killed_for is not None:
                     killed_at = now
@@ -319,7 +293,7 @@ class DockerBackend(StepBackend):
                     payload, pending = pending[8 : 8 + size], pending[8 + size :]
                     if stream_id not in buffers:
                         continue
-                    room = max_output_bytes - len(buffers[stream_id])
+                    room = step.max_output_bytes - len(buffers[stream_id])
                     if room <= 0:
                         truncated[stream_id] = True
                         continue
@@ -327,8 +301,8 @@ class DockerBackend(StepBackend):
                     if len(kept) < len(payload):
                         truncated[stream_id] = True
                     buffers[stream_id] += kept
-                    if on_output is not None:
-                        on_output("stdout" if stream_id == 1 else "stderr", kept)
+                    if step.on_output is not None:
+                        step.on_output("stdout" if stream_id == 1 else "stderr", kept)
         ended = time.monotonic()
         # Hang up before waiting: an engine still copying a flood into our socket would otherwise block
         # the container's teardown (and every call about it) until we read again.

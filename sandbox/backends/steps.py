@@ -6,10 +6,11 @@ reads top to bottom like the run itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import InvalidSpec, SandboxUnavailable
@@ -30,6 +31,24 @@ BUILD_MB = 256
 MAX_INPUT_FILES = 100
 # Inodes of the /work tmpfs: enough for real programs, bounded so a file-creation loop hits a wall.
 WORK_NR_INODES = 16384
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One sandboxed process of a run (compile, run or a version probe) and its limits."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    timeout_ms: int
+    cpu_ms: int
+    memory_bytes: int
+    pids: int
+    max_output_bytes: int
+    stdin: bytes = b""
+    on_output: OutputCallback | None = None
+    build_writable: bool = False
+    cancel_event: threading.Event | None = None
 
 
 class StepBackend(Backend):
@@ -84,24 +103,19 @@ class StepBackend(Backend):
     def _backend_leftovers(self) -> list[str]:
         return []
 
-    def _step(
-        self,
-        spec: RunSpec,
-        ws: Workspace,
-        step: str,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        timeout_ms: int,
-        cpu_ms: int,
-        memory_bytes: int,
-        pids: int,
-        stdin: bytes,
-        max_output_bytes: int,
-        on_output: OutputCallback | None,
-        build_writable: bool,
-        cancel_event: threading.Event | None = None,
-    ) -> tuple[StepOutcome, StepUsage]:
+    def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
+        """Run one sandboxed process tree under the step's limits; the backend's one real job."""
         raise NotImplementedError
+
+    def _file_size_cap_bytes(self, spec: RunSpec, step: Step) -> int:
+        """No single file may exceed the largest filesystem this step may write to (RLIMIT_FSIZE)."""
+        return max(spec.limits.disk_mb, self.config.tmp_mb, BUILD_MB if step.build_writable else 0) * MIB
+
+    @staticmethod
+    def _cancel_check(ws: Workspace, step: Step) -> Callable[[], bool]:
+        """Cancelled in this process (the event) or by another one (the run's marker file)."""
+        marker = ws.run_dir / "cancelled"
+        return lambda: (step.cancel_event is not None and step.cancel_event.is_set()) or marker.exists()
 
     def check(self) -> None:
         self.prepare()
@@ -126,21 +140,17 @@ class StepBackend(Backend):
         spec = RunSpec(language=lang.name, code="", limits=limits)
         ws = self._workspace(spec, 0)
         try:
-            outcome, _ = self._step(
-                spec,
-                ws,
-                "probe",
-                lang.version_probe,
-                {**lang.env, **lang.compile_env},
-                limits.timeout_ms,
-                limits.cpu_ms,
-                limits.memory_mb * MIB,
-                64,
-                b"",
-                4096,
-                None,
-                build_writable=False,
+            probe = Step(
+                name="probe",
+                argv=lang.version_probe,
+                env={**lang.env, **lang.compile_env},
+                timeout_ms=limits.timeout_ms,
+                cpu_ms=limits.cpu_ms,
+                memory_bytes=limits.memory_mb * MIB,
+                pids=64,
+                max_output_bytes=4096,
             )
+            outcome, _ = self._step(spec, ws, probe)
         finally:
             ws.destroy()
         if outcome.returncode != 0:
@@ -175,22 +185,19 @@ class StepBackend(Backend):
             os.chown(ws.work / "outputs", *self.workspace_uid)
 
             if lang.compile is not None:
-                outcome, cg_usage = self._step(
-                    spec,
-                    ws,
-                    "compile",
-                    lang.compile,
-                    {**lang.env, **lang.compile_env, **spec.env},
-                    limits.compile_timeout_ms,
-                    limits.compile_timeout_ms,
-                    limits.compile_memory_mb * MIB,
-                    COMPILE_PIDS,
-                    b"",
-                    limits.max_output_bytes,
-                    None,
+                compile_step = Step(
+                    name="compile",
+                    argv=lang.compile,
+                    env={**lang.env, **lang.compile_env, **spec.env},
+                    timeout_ms=limits.compile_timeout_ms,
+                    cpu_ms=limits.compile_timeout_ms,
+                    memory_bytes=limits.compile_memory_mb * MIB,
+                    pids=COMPILE_PIDS,
+                    max_output_bytes=limits.max_output_bytes,
                     build_writable=True,
                     cancel_event=cancel_event,
                 )
+                outcome, cg_usage = self._step(spec, ws, compile_step)
                 wall_total += outcome.wall_ms
                 cpu_total = _add(cpu_total, cg_usage.cpu_ms)
                 compile_result = classify(outcome, cg_usage, phase="compile")
@@ -210,22 +217,20 @@ class StepBackend(Backend):
                     )
                     return compile_result
 
-            outcome, cg_usage = self._step(
-                spec,
-                ws,
-                "run",
-                (*lang.run, *spec.args),
-                {**lang.env, **spec.env},
-                limits.timeout_ms,
-                limits.cpu_ms,
-                limits.memory_mb * MIB,
-                limits.pids,
-                spec.stdin_bytes,
-                limits.max_output_bytes,
-                on_output,
-                build_writable=False,
+            run_step = Step(
+                name="run",
+                argv=(*lang.run, *spec.args),
+                env={**lang.env, **spec.env},
+                timeout_ms=limits.timeout_ms,
+                cpu_ms=limits.cpu_ms,
+                memory_bytes=limits.memory_mb * MIB,
+                pids=limits.pids,
+                max_output_bytes=limits.max_output_bytes,
+                stdin=spec.stdin_bytes,
+                on_output=on_output,
                 cancel_event=cancel_event,
             )
+            outcome, cg_usage = self._step(spec, ws, run_step)
             result = classify(outcome, cg_usage, phase="run")
             result.usage.wall_ms = wall_total + outcome.wall_ms
             result.usage.cpu_ms = _add(cpu_total, cg_usage.cpu_ms)
