@@ -33,12 +33,10 @@ from ..spec import RunSpec
 from ..supervise import StepOutcome, supervise
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .steps import Step, StepBackend
+from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step, StepBackend
 
 log = logging.getLogger(__name__)
 
-SANDBOX_INNER_UID = 1000
-SANDBOX_INNER_GID = 1000
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
 MAX_OPEN_FILES = 4096
@@ -47,25 +45,6 @@ INFO_TIMEOUT_S = 10.0
 
 # /etc entries every program may read, bound read-only when the host has them.
 COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types", "ssl/openssl.cnf")
-SYNTHETIC_ETC = {
-    "passwd": (
-        f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-        f"sandbox:x:{SANDBOX_INNER_UID}:{SANDBOX_INNER_GID}:sandbox:/tmp:/usr/sbin/nologin\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    ),
-    "group": f"root:x:0:\nsandbox:x:{SANDBOX_INNER_GID}:\nnogroup:x:65534:\n",
-    "hosts": "127.0.0.1 localhost\n::1 localhost\n",
-    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\nservices: files\nprotocols: files\n",
-    "hostname": "sandbox\n",
-}
-BASE_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": "/tmp",
-    "TMPDIR": "/tmp",
-    "USER": "sandbox",
-    "LOGNAME": "sandbox",
-    "LANG": "C.UTF-8",
-}
 
 
 class BwrapBackend(StepBackend):
@@ -109,16 +88,9 @@ class BwrapBackend(StepBackend):
                 raise SandboxUnavailable(
                     f"bubblewrap not found at {self.config.bwrap_path} (apt-get install bubblewrap)"
                 )
-            for d in (self.workdir, self.runs_dir):
-                d.mkdir(mode=0o711, parents=True, exist_ok=True)
-                os.chmod(d, 0o711)
+            self._make_dirs()
             _check_traversable(self.runs_dir)
-            self.static_dir.mkdir(mode=0o755, exist_ok=True)
-            os.chmod(self.static_dir, 0o755)
-            etc = self.static_dir / "etc"
-            etc.mkdir(mode=0o755, exist_ok=True)
-            for name, content in SYNTHETIC_ETC.items():
-                _write_file_atomic(etc / name, content.encode(), 0o644)
+            self._write_static_etc(SYNTHETIC_ETC)
             self.seccomp.open_fd().__index__()  # compile now so a bad profile fails at start
             self.cgroups.prepare()
             self._mpl_fontlist = _prebuild_matplotlib_cache(self.static_dir / "matplotlib")
@@ -271,9 +243,9 @@ def build_bwrap_argv(
         "--unshare-user",
         "--disable-userns",  # a user namespace of its own, and no nested ones
         "--uid",
-        str(SANDBOX_INNER_UID),
+        str(SANDBOX_USER_UID),
         "--gid",
-        str(SANDBOX_INNER_GID),
+        str(SANDBOX_USER_GID),
         "--hostname",
         "sandbox",
         "--die-with-parent",  # the worker dying takes the sandbox with it
@@ -341,14 +313,6 @@ def _read_child_pid(info_fd: int) -> int | None:
         return int(json.loads(data)["child-pid"])
     except (ValueError, KeyError) as exc:
         raise SandboxUnavailable(f"unexpected bubblewrap info: {data[:200]!r}") from exc
-
-
-def _write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _check_traversable(path: Path) -> None:

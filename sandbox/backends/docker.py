@@ -34,14 +34,13 @@ from ..spec import RunSpec
 from ..supervise import READ_CHUNK, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .bwrap import BASE_ENV, SYNTHETIC_ETC, _write_file_atomic
-from .steps import Step, StepBackend
+from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step, StepBackend
 
 log = logging.getLogger(__name__)
 
-# The runner images' unprivileged user (see runners/*/Dockerfile).
-CONTAINER_UID = 1000
-CONTAINER_GID = 1000
+# The runner images' unprivileged user (see runners/*/Dockerfile), the same as bwrap's inner user.
+CONTAINER_UID = SANDBOX_USER_UID
+CONTAINER_GID = SANDBOX_USER_GID
 LABEL_RUN = "codeexec.run"
 LABEL_MANAGED = "codeexec.managed"
 LABEL_WORKDIR = "codeexec.workdir"
@@ -90,14 +89,9 @@ class DockerBackend(StepBackend):
                 return
             if os.geteuid() != 0:
                 raise SandboxUnavailable("the docker backend must run as root: it mounts each run's tmpfs")
-            for d in (self.workdir, self.runs_dir):
-                d.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._make_dirs()
             # The same synthetic /etc as bwrap: no image system users, no resolver, no supplementary groups.
-            etc = self.static_dir / "etc"
-            etc.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.chmod(self.static_dir, 0o755)
-            for name, content in {**SYNTHETIC_ETC, "resolv.conf": ""}.items():
-                _write_file_atomic(etc / name, content.encode(), 0o644)
+            self._write_static_etc({**SYNTHETIC_ETC, "resolv.conf": ""})
             if self.config.disable_security:
                 log.warning(
                     "DISABLE_SANDBOX_SECURITY=1: containers run WITHOUT seccomp, AppArmor and "

@@ -25,6 +25,29 @@ from .base import Backend, OutputCallback, SandboxConfig
 
 log = logging.getLogger(__name__)
 
+# The program's user inside every sandbox (bwrap maps SANDBOX_UID to it; the runner images create it).
+SANDBOX_USER_UID = 1000
+SANDBOX_USER_GID = 1000
+SYNTHETIC_ETC = {
+    "passwd": (
+        f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_USER_UID}:{SANDBOX_USER_GID}:sandbox:/tmp:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
+    "group": f"root:x:0:\nsandbox:x:{SANDBOX_USER_GID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\nservices: files\nprotocols: files\n",
+    "hostname": "sandbox\n",
+}
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "USER": "sandbox",
+    "LOGNAME": "sandbox",
+    "LANG": "C.UTF-8",
+}
+
 COMPILE_PIDS = 256
 # Room for build products (a compiled program), in a tmpfs of its own beside /work.
 BUILD_MB = 256
@@ -71,6 +94,22 @@ class StepBackend(Backend):
 
     def prepare(self) -> None:
         raise NotImplementedError
+
+    def _make_dirs(self) -> None:
+        for d in (self.workdir, self.runs_dir):
+            d.mkdir(mode=0o711, parents=True, exist_ok=True)
+            os.chmod(d, 0o711)
+
+    def _write_static_etc(self, files: Mapping[str, str]) -> None:
+        """The synthetic /etc files bound read-only into every sandbox (written atomically, 0644)."""
+        etc = self.static_dir / "etc"
+        etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(self.static_dir, 0o755)
+        for name, content in files.items():
+            tmp = etc / f".{name}.tmp{os.getpid()}"
+            tmp.write_bytes(content.encode())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, etc / name)
 
     def _mark_cancelled(self, run_id: str) -> bool:
         """Flag a run as cancelled for its supervisor, in this process (event) or another (marker file)."""
