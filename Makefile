@@ -55,13 +55,15 @@ run: venv
 	  --workers $(WEB_WORKERS) --threads $(WEB_THREADS) --timeout 200 --graceful-timeout 30 & \
 	wait
 
+# Docker Compose: `docker compose` (v2) or docker-compose 1.29, whichever is installed (scripts/compose.sh).
 up:
-	@echo "The Docker Compose stack arrives with the docker backend (issue 5); use 'make run' on a Linux host." >&2
-	@exit 2
+	scripts/compose.sh up
 
-down logs:
-	@echo "The Docker Compose stack arrives with the docker backend (issue 5)." >&2
-	@exit 2
+down:
+	scripts/compose.sh down
+
+logs:
+	scripts/compose.sh logs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,9 @@
 # Build codeexec's images on a machine without an image registry:
 #   1. the Debian base (tag debian:bookworm-slim by default) with debootstrap + docker import, from the
 #      apt mirror this machine already uses (read from its apt sources, never hard-coded);
-#   2. the runner image of each language from runners/<lang>/Dockerfile (docker build --network=host).
-# Images that already exist are reused; REBUILD=1 rebuilds them. Run as root with a Docker engine.
+#   2. the runner image of each language from runners/<lang>/Dockerfile and the service image
+#      (codeexec:latest, ./Dockerfile; SERVICE_IMAGE=0 skips it), with docker build --network=host.
+# The base is reused when present (REBUILD=1 makes it again). Run as root with a Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,14 +48,15 @@ else
   echo "build-images: imported $BASE_IMAGE"
 fi
 
+# The runner images and the service image are always built: Docker's layer cache makes an unchanged
+# image a matter of seconds, and a changed Dockerfile or service code is never served stale.
+build() {  # build TAG CONTEXT [DOCKERFILE]
+  echo "build-images: building $1"
+  docker build --network=host --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" "$2" \
+    >"/tmp/codeexec-build-${1%%:*}.log" 2>&1 || { tail -30 "/tmp/codeexec-build-${1%%:*}.log" >&2; exit 1; }
+}
 for lang in $LANGUAGES; do
-  image="codeexec-runner-$lang:latest"
-  if have_image "$image"; then
-    echo "build-images: reusing $image"
-    continue
-  fi
-  echo "build-images: building $image"
-  docker build --network=host --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image" "runners/$lang" \
-    >"/tmp/codeexec-build-$lang.log" 2>&1 || { tail -30 "/tmp/codeexec-build-$lang.log" >&2; exit 1; }
+  build "codeexec-runner-$lang:latest" "runners/$lang"
 done
+[ "${SERVICE_IMAGE:-1}" = 1 ] && build codeexec:latest .
 echo "build-images: done"

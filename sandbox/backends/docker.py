@@ -48,6 +48,7 @@ NANO_CPUS = 1_000_000_000
 MAX_OPEN_FILES = 4096
 POLL_S = 0.01
 KILL_WAIT_S = 10.0
+HIDDEN_DIRS = ("/root", "/home", "/srv", "/var", "/opt", "/mnt", "/media", "/run", "/sys")
 # docker-init (tini) is pid 1: it reaps orphans and passes the program's exit status through.
 DOCKER_INIT = True
 
@@ -92,6 +93,9 @@ class DockerBackend(StepBackend):
             self._make_dirs()
             # The same synthetic /etc as bwrap: no image system users, no resolver, no supplementary groups.
             self._write_static_etc({**SYNTHETIC_ETC, "resolv.conf": ""})
+            empty = self.static_dir / "empty"
+            empty.mkdir(exist_ok=True)
+            empty.chmod(0o555)
             if self.config.disable_security:
                 log.warning(
                     "DISABLE_SANDBOX_SECURITY=1: containers run WITHOUT seccomp, AppArmor and "
@@ -151,12 +155,20 @@ class DockerBackend(StepBackend):
             mounts.append(
                 Mount(f"/etc/{name}", self.host_path(self.static_dir / "etc" / name), type="bind", read_only=True)
             )
+        # Empty, read-only directories where the image has its own (/var, /root, ...): the program
+        # sees what it sees under bwrap, not the image's package database or root's home.
+        empty = self.host_path(self.static_dir / "empty")
+        for path in HIDDEN_DIRS:
+            mounts.append(Mount(path, empty, type="bind", read_only=True))
+        environment = {**BASE_ENV, "PWD": "/work", **step.env}
         container = self.client.containers.create(
             self.image(spec.lang.name),
-            command=list(step.argv),
+            # Docker adds HOSTNAME and the image's ENV to the container's environment; `env -i` gives the
+            # program exactly ours, as bwrap's --clearenv does.
+            command=["/usr/bin/env", "-i", "--", *(f"{k}={v}" for k, v in environment.items()), *step.argv],
             user=f"{CONTAINER_UID}:{CONTAINER_GID}",
             working_dir="/work",
-            environment={**BASE_ENV, **step.env},
+            environment=environment,
             hostname="sandbox",
             network_mode="none",
             read_only=True,
@@ -319,9 +331,10 @@ class DockerBackend(StepBackend):
             state = {}
         if cgroup is not None:
             oom_seen = max(oom_seen, cgroup.oom_kills())
-        # Docker's OOMKilled flag alone is not reliable; believe an OOM when the flag or the cgroup's
-        # counter says so AND the exit status is the SIGKILL one.
-        oom = code == 137 and (bool(state.get("OOMKilled")) or oom_seen > 0)
+        # The kernel's oom_kill counter for the container's cgroup counts every process of the tree (a
+        # killed child whose parent then exits 1 included). Docker's OOMKilled flag alone is not
+        # reliable: without the counter it is believed only together with the SIGKILL exit status.
+        oom = oom_seen > 0 or (code == 137 and bool(state.get("OOMKilled")))
         outcome = StepOutcome(
             returncode=code,
             killed_for=killed_for,

@@ -432,8 +432,10 @@ print(json.dumps({"pids": pids, "self": os.getpid(), "comms": comms}))
     r = _ok(run("python", code))
     seen = json.loads(r.stdout)
     host_pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    assert len(seen["pids"]) <= 3, seen  # bubblewrap's pid 1, the program, nothing else
-    assert seen["self"] <= 3, seen
+    # pid 1 (bubblewrap, or docker-init), the program, nothing else; a fresh pid namespace, so the
+    # program's pid is small (docker's entrypoint may have used a few before it).
+    assert len(seen["pids"]) <= 3, seen
+    assert seen["self"] <= 10, seen
     assert len(host_pids) > 10  # control: the host does have many
     assert not {"postgres", "redis-server", "python3 -m pytest", "pytest", "systemd"} & set(seen["comms"]), seen
 
