@@ -7,9 +7,13 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-venv ca-certificates libseccomp2 util-linux \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-COPY requirements.txt /app/requirements.txt
+# .build/pip-ca.crt exists only when scripts/build-images.sh found that this host's pip trusts an
+# extra CA (a TLS-intercepting proxy); `cr[t]` lets the COPY succeed without it.
+COPY requirements.txt .build/pip-ca.cr[t] /tmp/pip/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /app/requirements.txt
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+      $(test -f /tmp/pip/pip-ca.crt && echo --cert /tmp/pip/pip-ca.crt) -r /tmp/pip/requirements.txt \
+ && rm -rf /tmp/pip
 COPY . /app
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DATA_DIR=/var/lib/codeexec PORT=8080

@@ -58,5 +58,9 @@ build() {  # build TAG CONTEXT [DOCKERFILE]
 for lang in $LANGUAGES; do
   build "codeexec-runner-$lang:latest" "runners/$lang"
 done
-[ "${SERVICE_IMAGE:-1}" = 1 ] && build codeexec:latest .
+if [ "${SERVICE_IMAGE:-1}" = 1 ]; then
+  scripts/pip-ca.sh
+  build codeexec:latest .
+  rm -rf .build
+fi
 echo "build-images: done"

@@ -2,8 +2,9 @@
 # `make up` / `make down` / `make logs`: Docker Compose with whichever of `docker compose` (v2) and
 # `docker-compose` (1.29, what Debian bookworm ships) this machine has.
 #   up    writes .env with fresh secrets and an API key on first use, makes SANDBOX_DIR a shared
-#         mount if it is not on one, builds the service and runner images, starts the stack and
-#         waits until /readyz answers.
+#         mount if it is not on one, builds the service and runner images (COMPOSE_BUILD=0: use the
+#         ones scripts/build-images.sh made), starts the stack (UP_SERVICES: only those) and waits
+#         until /readyz answers.
 #   down  stops and removes the containers (volumes are kept; `down -v` removes them too).
 #   logs  follows the logs.
 set -euo pipefail
@@ -85,11 +86,15 @@ case "${1:-}" in
   up)
     write_env
     ensure_shared_mount
-    "${COMPOSE[@]}" --profile runners build
+    if [ "${COMPOSE_BUILD:-1}" != 0 ]; then  # COMPOSE_BUILD=0: images from scripts/build-images.sh
+      scripts/pip-ca.sh
+      "${COMPOSE[@]}" --profile runners build
+      rm -rf .build
+    fi
     "${COMPOSE[@]}" up -d ${UP_SERVICES:-}
     wait_ready
     url=$READY_URL
-    key=$(sed -n 's/^API_KEYS=\([^:,]*\):.*/\1/p' .env | tail -1)
+    key=${API_KEYS:-$(sed -n 's/^API_KEYS=//p' .env | tail -1)}; key=${key%%:*}
     [ -n "$key" ] && echo "compose: try  curl -s ${url%/readyz}/v1/runs -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' -d '{\"language\": \"python\", \"code\": \"print(1+1)\"}'"
     ;;
   down) shift; "${COMPOSE[@]}" down "$@" ;;

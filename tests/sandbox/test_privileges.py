@@ -9,6 +9,7 @@ capability) if the policy let it through, and print the errno they got, so an as
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -388,6 +389,7 @@ except OSError as e:
 def test_it_cannot_write_kernel_settings(run) -> None:
     code = """
 import json
+import subprocess
 result = {}
 for path, value in (("/proc/sys/kernel/hostname", "escaped"), ("/proc/sys/vm/drop_caches", "3"),
                     ("/proc/sys/kernel/core_pattern", "|/tmp/x"), ("/proc/sys/net/ipv4/ip_forward", "1"),
@@ -433,3 +435,50 @@ for path in ("/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/sda", "/de
     r = _ok(run("python", code))
     lines = r.stdout.splitlines()
     assert all(line.endswith(" False") for line in lines[1:]), r.stdout
+
+
+# Probes the kernel alone grants an unprivileged process on this host: only the seccomp policy (and,
+# for the user-namespace ones, bwrap's --disable-userns) stands between them and the program.
+POLICY_ONLY_PROBES = [
+    "add-key",
+    "clone-newuser",
+    "io-uring-setup",
+    "keyctl",
+    "perf-event-open",
+    "personality-read-implies-exec",
+    "process-vm-readv",
+    "process-vm-writev",
+    "ptrace-attach-child",
+    "ptrace-traceme",
+    "unshare-user",
+    "userfaultfd",
+]
+
+
+def _probe_result(stdout: str) -> tuple[str, str]:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, stdout
+    _, ret, err = lines[0].split()
+    return ret, err
+
+
+@pytest.mark.parametrize("probe", POLICY_ONLY_PROBES)
+def test_it_denies_through_its_policy_what_the_kernel_allows(run, backend, probe: str) -> None:
+    """The same probe succeeds on the host as the sandbox uid with no filter, and is denied in the sandbox,
+    so the denial is the backend's policy at work, not the kernel's or the machine's."""
+    code = SYSCALL_PRELUDE + SYSCALL_PROBES[probe]
+    host = subprocess.run(
+        ["/usr/bin/python3", "-c", code],
+        user=backend.config.sandbox_uid,
+        group=backend.config.sandbox_gid,
+        extra_groups=[],
+        cwd="/tmp",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    ret, err = _probe_result(host.stdout)
+    assert ret != "-1", f"control: {probe} fails on this host without the sandbox too ({err}): {host.stderr}"
+    ret, err = _probe_result(_ok(run("python", code)).stdout)
+    assert ret == "-1" and err in DENIED_ERRNOS, f"{probe} was not denied: returned {ret} ({err})"
