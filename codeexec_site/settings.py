@@ -6,11 +6,14 @@ import ipaddress
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
 
 from .env import env_bool, env_int, env_list, env_str
+
+django_stubs_ext.monkeypatch()  # ModelAdmin[Model] and friends at run time, as the type checker sees them
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,7 +32,7 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", f"http://localhost:{PORT}").rstrip(
 DATA_DIR = Path(env_str("DATA_DIR", "/var/lib/codeexec"))
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "codeexec_site.admin.CodeexecAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -48,6 +51,7 @@ MIDDLEWARE = [
     "runs.middleware.BodySizeLimitMiddleware",
     "runs.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -95,6 +99,10 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# WhiteNoise serves static files with DEBUG=0 too (admin, playground), straight from the apps' static
+# dirs: no collectstatic step for `make run` or the images.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 DRAMATIQ_BROKER = {

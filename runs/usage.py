@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from typing import Any
 
@@ -13,6 +15,7 @@ from .models import ApiKey, Run
 
 STATUSES = ("succeeded", "failed", "timeout", "oom", "cancelled", "error")
 SUMS = ("cpu_ms", "wall_ms", "output_bytes", "artifact_bytes")
+COLUMNS = ("runs", *STATUSES, *SUMS)
 MAX_RANGE_DAYS = 366
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_RANGE_DAYS = 30
@@ -92,3 +95,39 @@ def parse_range(start_text: str | None, end_text: str | None, today: dt.date | N
     if (end - start).days + 1 > MAX_RANGE_DAYS:
         raise ValueError("start", f"The range may span at most {MAX_RANGE_DAYS} days.")
     return start, end
+
+
+def per_key_per_day(
+    start: dt.date, end: dt.date, key: ApiKey | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows {key, key_prefix, key_id, date, counters...} for every key and day with runs, and the total.
+
+    The operator's report (usage_report, the admin usage page): the same SQL as GET /v1/usage, so the
+    figures agree for the same range.
+    """
+    queryset = runs_in_range(start, end, key)
+    rows = [
+        {
+            "key": row["owner__label"],
+            "key_prefix": row["owner__prefix"],
+            "key_id": row["owner_id"],
+            "date": row["date"].isoformat(),
+            **{c: int(row[c]) for c in COLUMNS},
+        }
+        for row in queryset.annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
+        .values("owner__label", "owner__prefix", "owner_id", "date")
+        .annotate(**counters())
+        .order_by("owner__label", "owner_id", "date")
+    ]
+    total = usage(start, end, "language", key)["total"] if rows else zero()
+    return rows, total
+
+
+def csv_text(rows: list[dict[str, Any]], total: dict[str, int]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["key", "key_prefix", "date", *COLUMNS])
+    for row in rows:
+        writer.writerow([row["key"], row["key_prefix"], row["date"], *(row[c] for c in COLUMNS)])
+    writer.writerow(["TOTAL", "", "", *(total[c] for c in COLUMNS)])
+    return buffer.getvalue()

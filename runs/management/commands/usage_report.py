@@ -5,20 +5,14 @@ The figures come from the same SQL as GET /v1/usage, so they agree for the same 
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
 import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
-from django.db.models.functions import TruncDate
 
 from runs.models import ApiKey
-from runs.usage import STATUSES, SUMS, counters, parse_range, runs_in_range, usage, zero
-
-COLUMNS = ["runs", *STATUSES, *SUMS]
+from runs.usage import COLUMNS, csv_text, parse_range, per_key_per_day
 
 
 class Command(BaseCommand):
@@ -44,32 +38,15 @@ class Command(BaseCommand):
                     f"--key {options['key']!r} matches {len(matches)} keys; give a unique label or prefix"
                 )
             key = matches[0]
-        queryset = runs_in_range(start, end, key)
-        rows = [
-            {
-                "key": row["owner__label"],
-                "key_prefix": row["owner__prefix"],
-                "date": row["date"].isoformat(),
-                **{c: int(row[c]) for c in COLUMNS},
-            }
-            for row in queryset.annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
-            .values("owner__label", "owner__prefix", "owner_id", "date")
-            .annotate(**counters())
-            .order_by("owner__label", "owner_id", "date")
-        ]
-        total = usage(start, end, "language", key)["total"] if rows else zero()
+        rows, total = per_key_per_day(start, end, key)
+        for row in rows:
+            del row["key_id"]
         if options["format"] == "json":
             self.stdout.write(
                 json.dumps({"start": start.isoformat(), "end": end.isoformat(), "data": rows, "total": total})
             )
         elif options["format"] == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(["key", "key_prefix", "date", *COLUMNS])
-            for row in rows:
-                writer.writerow([row["key"], row["key_prefix"], row["date"], *(row[c] for c in COLUMNS)])
-            writer.writerow(["TOTAL", "", "", *(total[c] for c in COLUMNS)])
-            self.stdout.write(buffer.getvalue(), ending="")
+            self.stdout.write(csv_text(rows, total), ending="")
         else:
             header = ["key", "date", *COLUMNS]
             table = [[f"{r['key']} ({r['key_prefix']}…)", r["date"], *(str(r[c]) for c in COLUMNS)] for r in rows]
