@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django_dramatiq",
     "runs",
     "files",
+    "playground",
 ]
 
 MIDDLEWARE = [

@@ -19,6 +19,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", run_views.healthz),
     path("readyz", run_views.readyz),
+    path("", include("playground.urls")),
 ]
 
 handler400 = "runs.errors.handler400"

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "playground"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("playground/api/runs", views.RunsView.as_view(), name="runs"),
+    path("playground/api/runs/<str:run_id>", views.RunView.as_view(), name="run"),
+]
