@@ -31,7 +31,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	DEBUG=1 $(VENV)/bin/mypy sandbox codeexec_site runs files
+	DEBUG=1 $(VENV)/bin/mypy sandbox codeexec_site runs files playground
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import pytest
@@ -37,15 +36,11 @@ from runs.sandbox import get_sandbox
 from runs.tasks import execute_run  # declares the `runs` queue before any test worker starts
 from runs.worker import PRESENCE
 from tests.api import TERMINAL, wait_for
+from tests.support import with_redis_db
 
 TEST_REDIS_DB = int(os.environ.get("CODEEXEC_TEST_REDIS_DB", "15"))
 # Small limits: the suite checks the API, not what a big program can do.
 SMALL_LIMITS = {"timeout_ms": 20_000, "memory_mb": 256, "pids": 64, "disk_mb": 16}
-
-
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +65,7 @@ def api_environment() -> Iterator[ApiEnvironment]:
         sandbox_dir=sandbox_dir,
         storage_dir=storage_dir,
         cgroup_parent=f"codeexec-apitest-{os.getpid()}",
-        redis_url=_with_db(settings.REDIS_URL, TEST_REDIS_DB),
+        redis_url=with_redis_db(settings.REDIS_URL, TEST_REDIS_DB),
     )
     storages = {
         **settings.STORAGES,

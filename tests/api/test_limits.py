@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import subprocess
 import time
 import types
@@ -18,7 +17,6 @@ import django_ratelimit.core
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
@@ -27,6 +25,7 @@ from runs.models import Run
 from runs.ratelimit import client_address, take
 from tests.api import assert_error, wait_for
 from tests.api.conftest import make_tenant
+from tests.support import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
@@ -137,22 +136,6 @@ def test_it_does_not_refill_when_the_clock_goes_backwards() -> None:
 # ---- the bucket across two server processes -----------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    user = db.get("USER") or ""
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    host = db.get("HOST") or "127.0.0.1"
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{db['NAME']}"
-
-
 def _get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token:
@@ -177,7 +160,7 @@ def test_it_shares_the_bucket_across_two_server_processes(tmp_path) -> None:
     carol = _tiny_rate_tenant("carol", burst=burst)  # committed: the servers see it
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "DEBUG": "1",
         "API_KEYS": "",
@@ -186,7 +169,7 @@ def test_it_shares_the_bucket_across_two_server_processes(tmp_path) -> None:
     servers: list[tuple[int, subprocess.Popen]] = []
     try:
         for n in range(2):
-            port = _free_port()
+            port = free_port()
             log = open(tmp_path / f"gunicorn-{n}.log", "wb")  # noqa: SIM115 (closed with the process)
             process = subprocess.Popen(
                 [str(GUNICORN), "codeexec_site.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "1"],

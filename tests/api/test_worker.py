@@ -10,11 +10,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import dramatiq
 import pytest
-from django.db import connection
 
 from files.models import File
 from runs import redis as cx_redis
@@ -25,6 +23,7 @@ from sandbox import RunResult, Status, Usage, get_backend
 from sandbox.backends.base import SandboxConfig
 from tests.api import assert_error, url_path
 from tests.api.conftest import SMALL_LIMITS
+from tests.support import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,16 +128,6 @@ def test_it_reports_a_storage_error_when_an_input_file_vanished(alice) -> None:
 # ---- a separate `manage.py rundramatiq` process ---------------------------------------------------
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "", safe="")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"], safe="")
-    host = s["HOST"] or "127.0.0.1"
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{auth}@{host}{port}/{quote(s['NAME'], safe='')}"
-
-
 def _ancestors(pid: int) -> list[int]:
     chain = []
     while pid > 1:
@@ -167,7 +156,7 @@ def worker_process(transactional_db, api_environment, no_worker, tmp_path) -> It
     env = {
         **os.environ,
         "DEBUG": "1",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": api_environment.redis_url,
         "SANDBOX_WORKDIR": str(sandbox_dir),
         "SANDBOX_CGROUP_PARENT": cgroup_parent,

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
+
+from tests.support import database_url, free_port, with_redis_db
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -60,27 +60,6 @@ GUNICORN_OPTIONS = ["-k", "gthread", "--workers", "1", "--threads", "8", "--time
 TEST_REDIS_DB = int(os.environ.get("CODEEXEC_TEST_REDIS_DB", "15"))
 STARTUP_TIMEOUT_S = 120
 PASSWORD = "correct horse battery staple"
-
-
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "", safe="")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"], safe="")
-    host = s["HOST"] or "127.0.0.1"
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{auth}@{host}{port}/{quote(s['NAME'], safe='')}"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get_status(url: str) -> int | None:
@@ -155,21 +134,21 @@ def live_stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveSt
     if not GUNICORN.exists():
         pytest.fail(f"{GUNICORN} is missing: run `make venv`")
     with django_db_blocker.unblock():
-        database_url = _database_url()
+        db_url = database_url()
     root = Path(tempfile.mkdtemp(prefix="codeexec-browser-", dir="/tmp"))
     os.chmod(root, 0o711)  # bubblewrap's uid must traverse it
     sandbox_dir, storage_dir = root / "sandbox", root / "storage"
     storage_dir.mkdir()
     LOGS.mkdir(parents=True, exist_ok=True)
     web_log, worker_log = LOGS / "gunicorn.log", LOGS / "rundramatiq.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    redis_url = _with_db(settings.REDIS_URL, TEST_REDIS_DB)
+    redis_url = with_redis_db(settings.REDIS_URL, TEST_REDIS_DB)
     cgroup_parent = f"codeexec-browsertest-{os.getpid()}"
     env = {
         **os.environ,
         "DEBUG": "1",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "SANDBOX_WORKDIR": str(sandbox_dir),
         "SANDBOX_CGROUP_PARENT": cgroup_parent,

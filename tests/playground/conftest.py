@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -21,18 +20,14 @@ from django.utils import timezone
 
 from runs import redis as cx_redis
 from runs.models import ApiKey, Run
+from tests.support import with_redis_db
 
 TEST_REDIS_DB = int(os.environ.get("CODEEXEC_TEST_REDIS_DB", "15"))
 
 
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def playground_redis() -> Iterator[str]:
-    url = _with_db(settings.REDIS_URL, TEST_REDIS_DB)
+    url = with_redis_db(settings.REDIS_URL, TEST_REDIS_DB)
     with override_settings(REDIS_URL=url):
         cx_redis.client.cache_clear()
         try:
