@@ -18,7 +18,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from rest_framework import exceptions, status
@@ -50,11 +50,8 @@ def _is_staff(user: Any) -> bool:
 
 
 def admin_change_url(run: Run) -> str:
-    """The run's page in the admin (built by hand while the Run admin is not registered)."""
-    try:
-        return reverse("admin:runs_run_change", args=[run.pk])
-    except NoReverseMatch:
-        return f"{reverse('admin:index')}runs/run/{run.pk}/change/"
+    """The run's read-only page in the admin."""
+    return reverse("admin:runs_run_change", args=[run.pk])
 
 
 def _content_security_policy() -> str:
@@ -151,6 +148,8 @@ class PlaygroundView(APIView):
     permission_classes = (IsStaffSession,)
     # The key's bucket is taken by hand in RunsView.post: the session user is not the key.
     throttle_classes = ()
+    # The page's own endpoints, not part of the public API: kept out of /v1/openapi.json.
+    schema = None
 
     @staticmethod
     def session_user(request: Request) -> AbstractBaseUser:

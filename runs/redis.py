@@ -1,6 +1,8 @@
-"""Redis for coordination between web and worker processes: run completion, cancel requests, worker heartbeats.
+"""Redis for coordination between web and worker processes: run completion, cancel requests, worker heartbeats,
+and the event stream of a streamed run.
 
-The database stays the source of truth; these messages only wake waiters sooner.
+The database stays the source of truth; these messages only wake waiters sooner, and a stream's events
+only carry output as it happens (the final run object is always read from the database).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ DONE_CHANNEL = "codeexec:run-done:{run_id}"
 CANCEL_CHANNEL = "codeexec:cancel"
 WORKER_KEY = "codeexec:worker:{worker_id}"
 WORKER_PATTERN = "codeexec:worker:*"
+# A streamed run's events, in a Redis stream: a reader that attaches late still reads from the start.
+EVENTS_KEY = "codeexec:run-events:{run_id}"
+EVENTS_TTL_S = 15 * 60
+EVENTS_MAX = 20_000  # entries kept (approximately); output is capped long before this
 
 
 @functools.cache
@@ -48,3 +54,24 @@ def live_workers() -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return found
+
+
+def append_event(run_id: str, kind: str, fields: dict[str, str] | None = None) -> None:
+    """Add one event (`started`, `output`, `completed`) to the run's stream; it expires on its own."""
+    key = EVENTS_KEY.format(run_id=run_id)
+    pipe = client().pipeline(transaction=False)
+    entry: dict[str, str] = {"kind": kind, **(fields or {})}
+    pipe.xadd(key, entry, maxlen=EVENTS_MAX, approximate=True)  # type: ignore[arg-type]
+    pipe.expire(key, EVENTS_TTL_S)
+    pipe.execute()
+
+
+def read_events(run_id: str, after: str, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
+    """Events after the id `after` ("0" for all), waiting up to `block_ms` for the first one (None: no wait;
+    never 0, which would make Redis wait forever)."""
+    answer: Any = client().xread({EVENTS_KEY.format(run_id=run_id): after}, count=200, block=block_ms or None)
+    events = []
+    for _key, entries in answer or []:
+        for event_id, fields in entries:
+            events.append((event_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
+    return events

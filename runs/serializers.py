@@ -175,15 +175,6 @@ class RunCreateSerializer(serializers.Serializer[Any]):
             raise _spec_error(exc) from exc
         return attrs
 
-    def validate_stream(self, value: bool) -> bool:
-        if value:
-            raise APIError(
-                "Streaming ('stream': true) is not available yet; use 'wait'.",
-                param="stream",
-                code="unsupported_parameter",
-            )
-        return value
-
 
 # ---- response shapes (for the OpenAPI schema; rendering is done by runs.render) -----------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -15,8 +16,9 @@ from .errors import APIError, not_found
 from .models import ApiKey, Run
 
 
-def create_run(key: ApiKey, data: dict[str, Any]) -> Run:
-    """Store the run and send its id to a worker once the row is committed."""
+def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
+    """Store the run and send its id to a worker once the row is committed (`stream`: the worker also
+    publishes the run's events to Redis as they happen, for `stream_events`)."""
     from .tasks import execute_run
 
     refs = data.get("files") or []
@@ -57,7 +59,7 @@ def create_run(key: ApiKey, data: dict[str, Any]) -> Run:
             limits=data["limits"].as_dict(),
             metadata=data.get("metadata", {}),
         )
-        transaction.on_commit(lambda: execute_run.send(run.public_id))
+        transaction.on_commit(lambda: execute_run.send(run.public_id, stream=stream))
     return run
 
 
@@ -102,3 +104,55 @@ def wait_for_terminal(run: Run, max_wait_s: float) -> Run:
             pubsub.get_message(timeout=min(remaining, 5.0))
     finally:
         pubsub.close()
+
+
+STREAM_BLOCK_MS = 2000
+STREAM_KEEPALIVE_S = 15.0
+
+
+def stream_events(run: Run, max_wait_s: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event name, data) of a streamed run: run.created, run.started, run.output..., run.completed.
+
+    Output chunks come from the worker through a Redis stream, read from its start, so nothing is lost
+    to timing; the run objects come from the database. A lost worker message or an expired stream
+    cannot hang the reader: the row is reread between reads, and a terminal row ends the stream. After
+    `max_wait_s` without the run finishing, the stream ends with `run.completed` of the run as it is
+    then (still running; the client polls GET /v1/runs/{id}). ("", {}) items are keep-alives.
+    """
+    from .render import render_run
+
+    yield "run.created", render_run(run)
+    deadline = time.monotonic() + max_wait_s
+    last_id, started, completed = "0", False, False
+    last_sent = time.monotonic()
+    while not completed and time.monotonic() < deadline:
+        events = cx_redis.read_events(run.public_id, last_id, STREAM_BLOCK_MS)
+        for event_id, fields in events:
+            last_id = event_id
+            kind = fields.get("kind")
+            if kind == "started" and not started:
+                started = True
+                run.refresh_from_db()
+                yield "run.started", render_run(run)
+            elif kind == "output":
+                yield "run.output", {"stream": fields.get("stream", "stdout"), "data": fields.get("data", "")}
+            elif kind == "completed":
+                completed = True
+                break
+        if events:
+            last_sent = time.monotonic()
+            continue
+        run.refresh_from_db()
+        if run.is_terminal:  # the worker finished without (or before we could read) its last events
+            events = cx_redis.read_events(run.public_id, last_id, None) if not completed else []
+            for _event_id, fields in events:
+                if fields.get("kind") == "output":
+                    yield "run.output", {"stream": fields.get("stream", "stdout"), "data": fields.get("data", "")}
+            break
+        if time.monotonic() - last_sent >= STREAM_KEEPALIVE_S:
+            last_sent = time.monotonic()
+            yield "", {}
+    run.refresh_from_db()
+    if not started and run.started_at is not None:
+        yield "run.started", render_run(run)
+    yield "run.completed", render_run(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import shutil
 import tempfile
@@ -110,9 +111,42 @@ def _artifact_saver(run: Run, result: RunResult) -> Any:
     return save
 
 
+class _EventWriter:
+    """A streamed run's events into Redis as they happen. Output arrives as the supervisor keeps it
+    (already within the caps) and is decoded incrementally, so a character split between two reads
+    is not mangled. Redis trouble never fails the run: the stream just stops, and the final run object
+    comes from the database anyway."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.ok = True
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+
+    def emit(self, kind: str, fields: dict[str, str] | None = None) -> None:
+        if not self.ok:
+            return
+        try:
+            cx_redis.append_event(self.run_id, kind, fields)
+        except Exception:
+            self.ok = False
+            log.warning("run %s: could not stream its %s event; streaming stops", self.run_id, kind, exc_info=True)
+
+    def output(self, stream: str, data: bytes) -> None:
+        text = self.decoders[stream].decode(data)
+        if text:
+            self.emit("output", {"stream": stream, "data": text})
+
+    def flush(self) -> None:
+        for stream, decoder in self.decoders.items():
+            text = decoder.decode(b"", final=True)
+            if text:
+                self.emit("output", {"stream": stream, "data": text})
+
+
 @dramatiq.actor(max_retries=0, time_limit=ACTOR_TIME_LIMIT_MS, queue_name="runs")
-def execute_run(run_id: str) -> None:
-    """Execute one run at most once: a duplicate delivery loses the claim and does nothing."""
+def execute_run(run_id: str, stream: bool = False) -> None:
+    """Execute one run at most once: a duplicate delivery loses the claim and does nothing.
+    With `stream`, its events (started, output chunks, completed) also go to Redis as they happen."""
     run = Run.objects.select_related("owner").filter(public_id=run_id).first()
     if run is None:
         return
@@ -121,6 +155,9 @@ def execute_run(run_id: str) -> None:
         log.info("run %s not claimed (status %s): duplicate delivery or cancelled", run_id, run.status)
         return
     PRESENCE.track(run_id)
+    events = _EventWriter(run_id) if stream else None
+    if events is not None:
+        events.emit("started")
     watch = _Watch(run, worker)
     watch.start()
     artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
@@ -132,7 +169,7 @@ def execute_run(run_id: str) -> None:
             return
         backend = get_sandbox()
         try:
-            result = backend.run(spec, artifacts_dir=artifacts_dir)
+            result = backend.run(spec, artifacts_dir=artifacts_dir, on_output=events.output if events else None)
             result.runtime_version = backend.version(run.language)
         except InvalidSpec as exc:
             result = RunResult(status=Status.ERROR, error=RunError(ErrorCode.SANDBOX_ERROR, exc.message), usage=Usage())
@@ -151,6 +188,9 @@ def execute_run(run_id: str) -> None:
         watch.done.set()
         PRESENCE.untrack(run_id)
         shutil.rmtree(artifacts_dir, ignore_errors=True)
+        if events is not None:
+            events.flush()
+            events.emit("completed")
         try:
             cx_redis.publish_done(run_id)
         except Exception:

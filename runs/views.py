@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -28,7 +31,7 @@ from .serializers import (
     RunSerializer,
     UsageReportSerializer,
 )
-from .services import create_run, wait_for_terminal
+from .services import create_run, stream_events, wait_for_terminal
 from .usage import parse_range, usage
 
 CANCEL_WAIT_S = 5.0
@@ -38,6 +41,22 @@ ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="Missing or wrong API key."),
     404: OpenApiResponse(ErrorSerializer, description="No such object for this key."),
 }
+
+
+def event_stream_response(run: Run) -> StreamingHttpResponse:
+    """`stream: true`: the run's events as text/event-stream, written as they come (never buffered)."""
+
+    def body() -> Iterator[bytes]:
+        for name, data in stream_events(run, settings.RUN_WAIT_MAX_S):
+            if not name:
+                yield b": keep-alive\n\n"
+                continue
+            yield f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
 
 
 class RunViewSet(viewsets.ViewSet):
@@ -55,8 +74,17 @@ class RunViewSet(viewsets.ViewSet):
     @extend_schema(
         request=RunCreateSerializer,
         responses={
-            200: OpenApiResponse(RunSerializer, description="The finished run (`wait: true`)."),
-            202: OpenApiResponse(
+            (200, "application/json"): OpenApiResponse(RunSerializer, description="The finished run (`wait: true`)."),
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description=(
+                    "`stream: true`: server-sent events `run.created` and `run.started` (data: the run object), "
+                    '`run.output` (data: `{"stream": "stdout"|"stderr", "data": "<text>"}`, in the '
+                    "order produced, within the output caps) and `run.completed` (data: the final run object). "
+                    "Lines starting with `:` are keep-alives. A client that disconnects does not stop the run."
+                ),
+            ),
+            (202, "application/json"): OpenApiResponse(
                 RunSerializer, description="Queued (`wait: false`) or still running after the server's maximum wait."
             ),
             413: OpenApiResponse(ErrorSerializer, description="`code`, `stdin`, `sources` or the body is too large."),
@@ -68,7 +96,7 @@ class RunViewSet(viewsets.ViewSet):
         },
         summary="Create a run",
     )
-    def create(self, request: Request) -> Response:
+    def create(self, request: Request) -> Response | StreamingHttpResponse:
         key = request_key(request)
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -81,13 +109,15 @@ class RunViewSet(viewsets.ViewSet):
                 raise not_found("run created under this Idempotency-Key (it was deleted)", param="Idempotency-Key")
         else:
             try:
-                run = create_run(key, data)
+                run = create_run(key, data, stream=bool(data.get("stream")))
             except BaseException:
                 if idem:
                     idem.abandon()
                 raise
             if idem:
                 idem.complete(run.public_id)
+        if data.get("stream"):
+            return event_stream_response(run)
         if data.get("wait", True):
             run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
         code = status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED

@@ -106,3 +106,24 @@ def test_it_keeps_the_sandbox_limits_in_containers() -> None:
     )
     assert status == 200, run
     assert run["status"] == "failed" and "Error" in run["stderr"], run
+
+
+def test_it_serves_the_admin_and_playground_with_static_files_in_production_mode() -> None:
+    # The stack runs with DEBUG=0: static files come from WhiteNoise, pages need a staff login.
+    with urllib.request.urlopen(URL + "/static/admin/css/base.css", timeout=30) as resp:
+        assert resp.status == 200 and len(resp.read()) > 1000
+    with urllib.request.urlopen(URL + "/static/playground/playground.js", timeout=30) as resp:
+        assert resp.status == 200
+    with urllib.request.urlopen(URL + "/admin/login/", timeout=30) as resp:
+        assert resp.status == 200 and b"/static/admin/css/" in resp.read()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(URL + "/", timeout=30)
+        raise AssertionError("the playground answered an anonymous visitor")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 302 and "/admin/login/" in exc.headers["Location"]

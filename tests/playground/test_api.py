@@ -203,7 +203,6 @@ def test_it_hides_runs_of_ordinary_api_keys(alice_client, make_run) -> None:
         ({"language": "python", "code": "x", "limits": {"timeout_ms": "fast"}}, "limits.timeout_ms", "invalid_value"),
         ({"language": "python", "code": "x", "network": True}, "network", "unknown_parameter"),
         ({"language": "python", "code": "x", "env": {"LD_PRELOAD": "/x"}}, "env.LD_PRELOAD", "invalid_value"),
-        ({"language": "python", "code": "x", "stream": True}, "stream", "unsupported_parameter"),
         ({"language": "python"}, "code", "invalid_value"),
         (["not", "an", "object"], None, "invalid_json"),
     ],
