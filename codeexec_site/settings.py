@@ -136,6 +136,7 @@ SANDBOX_UID = env_int("SANDBOX_UID", 61000, minimum=1)
 SANDBOX_GID = env_int("SANDBOX_GID", SANDBOX_UID, minimum=1)
 SANDBOX_CGROUP_PARENT = env_str("SANDBOX_CGROUP_PARENT", "codeexec")
 SANDBOX_TMP_MB = env_int("SANDBOX_TMP_MB", 64, minimum=1)
+SANDBOX_BUILD_CACHE_MB = env_int("SANDBOX_BUILD_CACHE_MB", 256)
 RUNNER_IMAGES = {
     lang: env_str(f"RUNNER_IMAGE_{lang.upper()}", f"codeexec-runner-{lang}:latest")
     for lang in ("python", "node", "ruby", "php", "go")

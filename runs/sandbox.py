@@ -20,6 +20,7 @@ def sandbox_config() -> SandboxConfig:
         sandbox_gid=settings.SANDBOX_GID,
         cgroup_parent=settings.SANDBOX_CGROUP_PARENT,
         tmp_mb=settings.SANDBOX_TMP_MB,
+        build_cache_mb=settings.SANDBOX_BUILD_CACHE_MB,
         default_limits=settings.LIMITS_DEFAULT,
         max_limits=settings.LIMITS_MAX,
         runner_images=dict(settings.RUNNER_IMAGES),

@@ -30,6 +30,8 @@ class SandboxConfig:
     default_limits: Limits = DEFAULT_LIMITS
     max_limits: Limits = MAX_LIMITS
     bwrap_path: str = "/usr/bin/bwrap"
+    # compiled programs kept by content (Go): total size in MiB, 0 turns the cache off
+    build_cache_mb: int = 256
     # docker backend
     host_workdir: Path | None = None
     apparmor_profile: str | None = None
@@ -48,6 +50,7 @@ class SandboxConfig:
             sandbox_uid=int(env.get("SANDBOX_UID", base.sandbox_uid)),
             sandbox_gid=int(env.get("SANDBOX_GID", env.get("SANDBOX_UID", base.sandbox_gid))),
             cgroup_parent=env.get("SANDBOX_CGROUP_PARENT", base.cgroup_parent),
+            build_cache_mb=int(env.get("SANDBOX_BUILD_CACHE_MB", base.build_cache_mb)),
         )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import SandboxUnavailable
-from ..languages import BUILD_DIR
+from ..languages import BUILD_DIR, Language
 from ..outcome import StepUsage
 from ..spec import RunSpec
 from ..supervise import READ_CHUNK, StepOutcome
@@ -125,6 +125,10 @@ class DockerBackend(StepBackend):
                     f"runner images missing: {', '.join(missing)} (build them with scripts/build-images.sh)"
                 )
             self._prepared = True
+
+    def toolchain_id(self, lang: Language) -> str:
+        # The image's id too: a rebuilt image may carry another toolchain under the same version string.
+        return f"{super().toolchain_id(lang)}:{self.client.images.get(self.image(lang.name)).id}"
 
     def host_path(self, path: Path) -> str:
         """The path as the Docker engine sees it (the worker may itself run in a container)."""

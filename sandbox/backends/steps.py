@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ..buildcache import BuildCache
 from ..errors import InvalidSpec, SandboxUnavailable
-from ..languages import Language, all_languages, get_language
+from ..languages import BUILD_DIR, Language, all_languages, get_language
 from ..limits import MIB, Limits
 from ..outcome import StepUsage, classify, text
 from ..result import ErrorCode, RunError, RunResult, Status, Usage
@@ -86,6 +87,7 @@ class StepBackend(Backend):
         self._prepare_lock = threading.Lock()
         self._versions: dict[str, str] = {}
         self._cancel_events: dict[str, threading.Event] = {}
+        self.build_cache = BuildCache(self.workdir / "buildcache", config.build_cache_mb * MIB, BUILD_MB * MIB)
 
     @property
     def workspace_uid(self) -> tuple[int, int]:
@@ -99,6 +101,18 @@ class StepBackend(Backend):
         for d in (self.workdir, self.runs_dir):
             d.mkdir(mode=0o711, parents=True, exist_ok=True)
             os.chmod(d, 0o711)
+        self.build_cache.prepare()
+
+    def toolchain_id(self, lang: Language) -> str:
+        """What identifies the compiler a build ran with (part of the build cache's key)."""
+        return f"{self.name}:{lang.name}:{self.version(lang.name)}"
+
+    def _build_cache_key(self, spec: RunSpec, env: Mapping[str, str]) -> str | None:
+        lang = spec.lang
+        if lang.compile is None or not self.build_cache.enabled or spec.files:
+            return None  # input files could be embedded (go:embed): such builds are never shared
+        sources = [(lang.entry_file, spec.code.encode()), *((s.path, s.content.encode()) for s in spec.sources)]
+        return BuildCache.key(self.toolchain_id(lang), lang.compile, env, sources)
 
     def _write_static_etc(self, files: Mapping[str, str]) -> None:
         """The synthetic /etc files bound read-only into every sandbox (written atomically, 0644)."""
@@ -223,11 +237,16 @@ class StepBackend(Backend):
             os.mkdir(ws.work / "outputs", 0o755)
             os.chown(ws.work / "outputs", *self.workspace_uid)
 
-            if lang.compile is not None:
+            compile_env = {**lang.env, **lang.compile_env, **spec.env}
+            cache_key = self._build_cache_key(spec, compile_env)
+            program = ws.build / Path(lang.run[0]).relative_to(BUILD_DIR) if lang.compile is not None else None
+            if program is not None and cache_key is not None and self.build_cache.fetch(cache_key, program):
+                pass  # the same sources built with the same toolchain before: no compile step
+            elif lang.compile is not None:
                 compile_step = Step(
                     name="compile",
                     argv=lang.compile,
-                    env={**lang.env, **lang.compile_env, **spec.env},
+                    env=compile_env,
                     timeout_ms=limits.compile_timeout_ms,
                     cpu_ms=limits.compile_timeout_ms,
                     memory_bytes=limits.compile_memory_mb * MIB,
@@ -255,6 +274,8 @@ class StepBackend(Backend):
                         output_bytes=len(compile_result.stderr.encode()),
                     )
                     return compile_result
+                if cache_key is not None and program is not None:
+                    self.build_cache.store(cache_key, program)
 
             run_step = Step(
                 name="run",
