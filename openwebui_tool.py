@@ -436,7 +436,8 @@ def _cut(text: str, max_chars: int) -> tuple[str, int]:
     head = max_chars * 2 // 3
     tail = max_chars - head
     omitted = len(text) - head - tail
-    return f"{text[:head]}\n[… {omitted} characters omitted …]\n{text[len(text) - tail :]}", omitted
+    first = text[:head] if text[:head].endswith("\n") else text[:head] + "\n"
+    return f"{first}[… {omitted} characters omitted …]\n{text[len(text) - tail :]}", omitted
 
 
 def _fenced(text: str) -> str:
@@ -449,8 +450,8 @@ def _fenced(text: str) -> str:
 def _format_run(run: dict[str, Any], lang: str, max_chars: int, shown: set[str]) -> str:
     version = run.get("runtime_version")
     wall_ms = (run.get("usage") or {}).get("wall_ms")
-    took = f", {wall_ms} ms" if isinstance(wall_ms, int) else ""
-    lines = [f"Ran {lang}{f' {version}' if version else ''}: {_outcome(run)}{took}."]
+    took = f" in {wall_ms} ms" if isinstance(wall_ms, int) else ""
+    lines = [f"Ran {lang}{f' {version}' if version else ''}{took}: {_outcome(run)}."]
     for stream in ("stdout", "stderr"):
         text = run.get(stream) or ""
         if not isinstance(text, str):

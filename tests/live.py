@@ -45,13 +45,18 @@ STARTUP_TIMEOUT_S = 120
 
 
 def get_status(url: str) -> int | None:
+    return get(url)[0]
+
+
+def get(url: str) -> tuple[int | None, str]:
+    """Status and body of a GET (None when nothing answers)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return None, str(exc)
 
 
 def tail(path: Path, chars: int = 4000) -> str:
@@ -170,7 +175,7 @@ def live_stack(django_db_blocker: Any, suite: str, extra_env: dict[str, str] | N
             stack.check_alive()
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"the stack did not become ready in {STARTUP_TIMEOUT_S}s (/readyz: {get_status(url + '/readyz')})\n"
+                    f"the stack did not become ready in {STARTUP_TIMEOUT_S}s (/readyz: {get(url + '/readyz')})\n"
                     f"gunicorn:\n{tail(web_log)}\nrundramatiq:\n{tail(worker_log)}"
                 )
             time.sleep(0.2)
