@@ -221,7 +221,7 @@ class Tools:
                 return _transport_message(exc, base_url)
             if reply.status not in (200, 202):
                 await events.status(f"codeexec: HTTP {reply.status}", done=True)
-                return _http_error_message(reply)
+                return _http_error_message(reply, urlsplit(base_url).hostname)
             run = _json(reply.body)
             if not isinstance(run, dict):
                 await events.status("codeexec: unreadable answer", done=True)
@@ -252,7 +252,7 @@ class Tools:
                     return _transport_message(exc, base_url)
                 if reply.status != 200:
                     await events.status(f"codeexec: HTTP {reply.status}", done=True)
-                    return _http_error_message(reply)
+                    return _http_error_message(reply, urlsplit(base_url).hostname)
                 polled = _json(reply.body)
                 if not isinstance(polled, dict):
                     return "Error: codeexec answered with a body that is not a run object."
@@ -373,11 +373,16 @@ def _transport_message(exc: _TransportError, base_url: str) -> str:
     return f"Error: cannot reach codeexec at {base_url} ({exc.detail}); the code was not run.{hint}"
 
 
-def _http_error_message(reply: _Reply) -> str:
+def _http_error_message(reply: _Reply, host: str | None = None) -> str:
     envelope = _json(reply.body)
     error = envelope.get("error") if isinstance(envelope, dict) else None
+    # Django refuses a Host header missing from ALLOWED_HOSTS with a bare 400 (codeexec's handler makes it
+    # `bad_request` when DEBUG=0); the usual cause when Open WebUI reaches codeexec by a new name.
+    hint = ""
+    if reply.status == 400 and host and (not isinstance(error, dict) or error.get("code") == "bad_request"):
+        hint = f" An admin should check that {host!r} is in codeexec's ALLOWED_HOSTS."
     if not isinstance(error, dict):
-        return f"Error: codeexec answered HTTP {reply.status} without an error message; the code was not run."
+        return f"Error: codeexec answered HTTP {reply.status} without an error message.{hint} The code was not run."
     message = str(error.get("message") or "").strip()
     code = error.get("code") or error.get("type") or "error"
     param = f", param {error['param']}" if error.get("param") else ""
@@ -390,7 +395,7 @@ def _http_error_message(reply: _Reply) -> str:
     if reply.status == 429 or reply.status == 503:
         when = f" Retry after {retry} s." if retry else " Retry later."
         return f"Error: codeexec is busy or rate-limited ({reply.status} {code}): {message}{when} The code was not run."
-    return f"Error: codeexec refused the run ({reply.status} {code}{param}): {message} The code was not run."
+    return f"Error: codeexec refused the run ({reply.status} {code}{param}): {message}{hint} The code was not run."
 
 
 def _status_line(run: dict[str, Any], lang: str) -> str:

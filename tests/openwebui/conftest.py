@@ -2,7 +2,8 @@
 scripts/openwebui-venv.sh; OPENWEBUI_VENV overrides where) and a live codeexec (tests/live.py).
 
 The live stack answers a waiting POST /v1/runs with 202 after 2 s (RUN_WAIT_MAX_S), so a slower run
-takes the tool's polling path. Its keys are made here and removed afterwards with their runs.
+takes the tool's polling path, and accepts only 127.0.0.1 as host name (ALLOWED_HOSTS), so `localhost`
+shows what Open WebUI users meet when base_url's host is not allowed. Its keys are made here and removed afterwards with their runs.
 A missing Open WebUI virtualenv fails the tests; nothing is skipped.
 """
 
@@ -45,7 +46,8 @@ def openwebui_python() -> Path:
 
 @pytest.fixture(scope="module")
 def live_stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveStack]:
-    with start_live_stack(django_db_blocker, "openwebui", {"RUN_WAIT_MAX_S": str(RUN_WAIT_MAX_S)}) as stack:
+    settings = {"RUN_WAIT_MAX_S": str(RUN_WAIT_MAX_S), "ALLOWED_HOSTS": "127.0.0.1"}
+    with start_live_stack(django_db_blocker, "openwebui", settings) as stack:
         yield stack
 
 

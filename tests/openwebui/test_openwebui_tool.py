@@ -57,7 +57,7 @@ print(f"max sin(x) = {y.max():.4f} at x = {x[y.argmax()]:.4f}")
 """
 
 
-def _scenarios(tokens: dict[str, str]) -> list[dict[str, Any]]:
+def _scenarios(stack_url: str, tokens: dict[str, str]) -> list[dict[str, Any]]:
     scenarios: list[dict[str, Any]] = [
         {"name": f"hello_{lang}", "arguments": {"language": lang, "code": code}, "question": f"Say hello in {lang}."}
         for lang, code in HELLO.items()
@@ -104,6 +104,11 @@ def _scenarios(tokens: dict[str, str]) -> list[dict[str, Any]]:
             "arguments": {"language": "python", "code": "print(1)"},
         },
         {
+            "name": "host_not_allowed",  # the stack's ALLOWED_HOSTS has 127.0.0.1 only
+            "valves": {"base_url": stack_url.replace("127.0.0.1", "localhost")},
+            "arguments": {"language": "python", "code": "print(1)"},
+        },
+        {
             "name": "throttled_first",
             "valves": {"api_key": tokens["throttled"]},
             "arguments": {"language": "php", "code": "<?php echo 1;"},
@@ -143,7 +148,7 @@ def driven(openwebui_python: Path, live_stack: LiveStack, api_keys: dict[str, st
                 "memory_mb": 256,
                 "max_output_chars": 4000,
             },
-            "scenarios": _scenarios(api_keys),
+            "scenarios": _scenarios(live_stack.url, api_keys),
         }
         plan_path, out_path = Path(data_dir, "plan.json"), Path(data_dir, "out.json")
         plan_path.write_text(json.dumps(plan))
@@ -305,6 +310,15 @@ def test_it_reports_an_unreachable_service(driven: dict[str, Any]) -> None:
     assert _statuses(scenario)[-1] == ("codeexec: unreachable", True)
 
 
+def test_it_points_at_allowed_hosts_when_django_refuses_the_host(driven: dict[str, Any]) -> None:
+    result = _scenario(driven, "host_not_allowed")["result"]
+    # DEBUG=1 here: Django's own 400 page; with DEBUG=0 codeexec's envelope (bad_request), see test_tool_unit.
+    assert result == (
+        "Error: codeexec answered HTTP 400 without an error message. An admin should check that 'localhost' "
+        "is in codeexec's ALLOWED_HOSTS. The code was not run."
+    )
+
+
 def test_it_reports_a_rate_limit_with_when_to_retry(driven: dict[str, Any]) -> None:
     assert "succeeded" in _scenario(driven, "throttled_first")["result"]
     result = _scenario(driven, "throttled_second")["result"]
@@ -356,6 +370,32 @@ def test_the_integration_guide_offers_the_same_function(driven: dict[str, Any]) 
         == built["parameters"]["properties"]["language"]["enum"]
     )
     assert set(documented["parameters"]["properties"]) == set(built["parameters"]["properties"])
+
+
+def _guide_handler(live_stack: LiveStack, key: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The first Python block of docs/integrations.md, run as a reader would paste it."""
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block, "no Python handler in docs/integrations.md"
+    monkeypatch.setenv("CODEEXEC_URL", live_stack.url)
+    monkeypatch.setenv("CODEEXEC_KEY", key)
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "docs/integrations.md", "exec"), namespace)
+    return namespace["run_code"]
+
+
+def test_the_integration_guides_handler_works(
+    live_stack: LiveStack, api_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_code = _guide_handler(live_stack, api_keys["alice"], monkeypatch)
+    assert (
+        run_code({"language": "python", "code": "print(6 * 7)"})
+        == "status: succeeded, exit code 0\nstdout:\n42\n\nstderr: (empty)"
+    )
+    slow = run_code({"language": "ruby", "code": "sleep 3\nputs 'late'"})  # 202, then polled
+    assert slow.startswith("status: succeeded, exit code 0\nstdout:\nlate")
+    wrong = _guide_handler(live_stack, "ck-not-a-key", monkeypatch)({"language": "python", "code": "print(1)"})
+    assert wrong.startswith("Error: codeexec refused the run (401 invalid_api_key): ")
 
 
 # ---- the transcript in docs/openwebui.md ----------------------------------------------------------

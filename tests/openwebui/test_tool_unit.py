@@ -191,8 +191,22 @@ def test_it_refuses_what_cannot_run(valves: dict[str, Any], kwargs: dict[str, An
             "Error: codeexec is busy or rate-limited (503 server_overloaded): Too many queued runs. Retry after 5 s.",
         ),
         (
+            reply(
+                400,
+                {
+                    "error": {
+                        "message": "Bad request.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "bad_request",
+                    }
+                },
+            ),
+            "Error: codeexec refused the run (400 bad_request): Bad request. An admin should check that 'codeexec' is in codeexec's ALLOWED_HOSTS.",
+        ),
+        (
             reply(502, b"<html><body>Bad Gateway</body></html>"),
-            "Error: codeexec answered HTTP 502 without an error message; the code was not run.",
+            "Error: codeexec answered HTTP 502 without an error message. The code was not run.",
         ),
         (
             reply(200, b"not json"),
