@@ -1,69 +1,52 @@
-"""Docker backend per-run wall time for python hello world next to a plain `docker run --rm` of the
-same runner image, measured interleaved in the same run. Needs a Docker engine and the runner images
-(scripts/build-images.sh). Run as root: `python bench/docker_overhead.py --runs 10`.
-"""
+"""The docker backend next to a plain `docker run --rm` of the same runner image, python hello world,
+timed alternately with the bare interpreter. Skipped, with the reason, when Docker is not usable here."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
-import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sandbox import SandboxConfig, SandboxUnavailable, get_backend
 
-from sandbox import RunSpec, SandboxConfig, Status, get_backend
+from .bare import Bare
+from .common import EXPECTED_STDOUT, HELLO, BenchError, alternate, progress
+from .sandbox_only import run_action, started
 
 IMAGE = "codeexec-runner-python:latest"
+PLAIN_RUN = ["docker", "run", "--rm", "--network=none", IMAGE, "/usr/bin/python3", "-c", HELLO["python"]]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    opts = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="codeexec-bench-docker-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    backend = get_backend("docker", SandboxConfig(workdir=root / "sandbox"))
-    plain, boxed = [], []
+def unavailable(workdir: Path) -> str | None:
+    """Why Docker cannot be measured here, or None when it can (the CLI, the engine, every runner image)."""
+    if shutil.which("docker") is None:
+        return "the docker command is not installed"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        last = info.stderr.strip().splitlines()[-1:] or [f"exit status {info.returncode}"]
+        return f"`docker info` failed: {last[0]}"
     try:
-        backend.run(RunSpec(language="python", code="print('warm')"))
-        subprocess.run(
-            ["docker", "run", "--rm", IMAGE, "python3", "-c", "print('warm')"], check=True, capture_output=True
-        )
-        for _ in range(opts.runs):
-            start = time.perf_counter()
-            subprocess.run(
-                ["docker", "run", "--rm", "--network=none", IMAGE, "python3", "-c", "print('hello')"],
-                check=True,
-                capture_output=True,
-            )
-            plain.append((time.perf_counter() - start) * 1000)
-            start = time.perf_counter()
-            result = backend.run(RunSpec(language="python", code="print('hello')"))
-            boxed.append((time.perf_counter() - start) * 1000)
-            if result.status != Status.SUCCEEDED:
-                raise SystemExit(f"docker backend run failed: {result.as_dict()}")
+        get_backend("docker", SandboxConfig(workdir=workdir)).check()  # SDK, engine, runner images, a run
+    except SandboxUnavailable as exc:
+        return str(exc)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    row = {
-        "benchmark": "docker_overhead",
-        "runs": opts.runs,
-        "plain_docker_run_ms": round(statistics.median(plain), 1),
-        "docker_backend_ms": round(statistics.median(boxed), 1),
-    }
-    row["ratio"] = round(row["docker_backend_ms"] / row["plain_docker_run_ms"], 2)
-    print(
-        f"plain docker run --rm: {row['plain_docker_run_ms']} ms   docker backend: {row['docker_backend_ms']} ms"
-        f"   ratio {row['ratio']}"
-    )
-    print(json.dumps(row))
+        shutil.rmtree(workdir, ignore_errors=True)
+    return None
 
 
-if __name__ == "__main__":
-    main()
+def plain_run() -> None:
+    done = subprocess.run(PLAIN_RUN, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or done.stdout != EXPECTED_STDOUT:
+        raise BenchError(f"plain docker run failed ({done.returncode}): {done.stderr[-500:]}")
+
+
+def measure(bare: Bare, runs: int, workdir: Path) -> dict[str, list[float]]:
+    """Samples in ms of `docker run --rm` ("plain") and of the docker backend ("backend")."""
+    with started("docker", SandboxConfig(workdir=workdir)) as backend:
+        progress(f"docker backend vs plain docker run: {runs} runs each, alternating with bare python")
+        plain_run()  # warm
+        times = alternate(
+            {"plain": plain_run, "backend": run_action(backend, "python"), "bare": bare.action("python")}, runs
+        )
+    bare.keep("python", times.pop("bare"))
+    return times

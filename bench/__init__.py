@@ -1,0 +1,1 @@
+"""codeexec benchmarks; the entry point is bench/run.py (`make bench`)."""

@@ -1,0 +1,126 @@
+"""`make bench` in small: bench/run.py --quick --skip-docker, as root with the real sandbox and its own
+private stack (database codeexec_bench_test, Redis database 8, its own cgroup parent), so that it
+collides neither with a default bench run nor with the other suites. Checks the shape of the JSON
+line, not the figures: timings belong to the benchmark, not to tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+
+from tests.support import with_redis_db
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGUAGES = ["python", "node", "ruby", "php", "go"]
+CONCURRENCY = [1, 2, 4, 8]
+BENCH_DATABASE = "codeexec_bench_test"
+BENCH_REDIS_DB = 8
+TIMEOUT_S = 180
+CGROUP_PARENT = f"codeexec-benchtest-{os.getpid()}"
+
+pytestmark = pytest.mark.slow
+
+
+def bench_database_url() -> str:
+    """The test session's PostgreSQL server, a database of the bench test's own (dropped by the bench)."""
+    db = settings.DATABASES["default"]
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}{port}/{BENCH_DATABASE}"
+
+
+@pytest.fixture(scope="module")
+def bench() -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "bench/run.py", "--quick", "--skip-docker", "--seconds", "0.25"]
+    argv += ["--database-url", bench_database_url(), "--redis-url", with_redis_db(settings.REDIS_URL, BENCH_REDIS_DB)]
+    argv += ["--cgroup-parent", CGROUP_PARENT]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"bench/run.py failed ({done.returncode}):\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def report(bench: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return dict(json.loads(bench.stdout.strip().splitlines()[-1]))
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def assert_latency(row: dict[str, Any], bare: str | None = None) -> None:
+    assert row["n"] >= 2
+    assert all(positive(row[key]) for key in ("p50_ms", "p90_ms", "p99_ms"))
+    assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    if bare is not None:
+        assert row["bare"] == bare
+        assert positive(row["ratio"])
+        assert isinstance(row["added_ms"], float)
+
+
+def test_it_prints_a_table_then_exactly_one_json_line_last(bench: subprocess.CompletedProcess[str]) -> None:
+    lines = bench.stdout.strip().splitlines()
+    assert [line for line in lines if line.startswith("{")] == [lines[-1]]
+    assert "Latency of hello world" in bench.stdout
+    assert "Throughput of python hello world" in bench.stdout
+
+
+def test_it_measures_every_language_bare(report: dict[str, Any]) -> None:
+    assert set(report["bare"]) == {*LANGUAGES, "go-binary"}
+    for row in report["bare"].values():
+        assert_latency(row)
+
+
+def test_it_measures_the_bwrap_backend_alone_against_bare(report: dict[str, Any]) -> None:
+    rows = report["sandbox"]["bwrap"]
+    assert list(rows) == [*LANGUAGES, "go-cache"]
+    for lang in LANGUAGES:
+        assert_latency(rows[lang], bare=lang)
+    assert_latency(rows["go-cache"], bare="go-binary")
+
+
+def test_it_measures_end_to_end_percentiles_against_bare(report: dict[str, Any]) -> None:
+    e2e = report["e2e"]
+    assert e2e["n"] == 30
+    assert_latency(e2e, bare="python")
+    assert positive(e2e["p90_ratio"])
+    assert positive(e2e["p99_ratio"])
+
+
+def test_it_measures_throughput_at_each_concurrency(report: dict[str, Any]) -> None:
+    assert [point["concurrency"] for point in report["throughput"]] == CONCURRENCY
+    for point in report["throughput"]:
+        for name in ("bare", "bwrap", "e2e"):
+            assert positive(point[f"{name}_runs_per_s"])
+        for name in ("bwrap", "e2e"):
+            expected = round(point[f"{name}_runs_per_s"] / point["bare_runs_per_s"], 2)
+            assert point[f"{name}_ratio"] == pytest.approx(expected, abs=0.011)
+
+
+def test_it_says_why_docker_was_not_measured(report: dict[str, Any]) -> None:
+    assert report["sandbox"]["docker"] is None
+    assert report["docker"] is None
+    assert report["skipped"]["docker"]
+
+
+def test_it_leaves_nothing_behind(bench: subprocess.CompletedProcess[str]) -> None:
+    import psycopg
+
+    cgroups = Path("/sys/fs/cgroup")
+    # The stack's parent and the in-process backends' ones (CGROUP_PARENT-inproc...), v2 or any v1 hierarchy.
+    assert [*cgroups.glob(f"{CGROUP_PARENT}*"), *cgroups.glob(f"*/{CGROUP_PARENT}*")] == []
+    url = bench_database_url().rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(url) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DATABASE,)).fetchone()
+    assert found is None
