@@ -21,6 +21,7 @@ def sandbox_config() -> SandboxConfig:
         cgroup_parent=settings.SANDBOX_CGROUP_PARENT,
         tmp_mb=settings.SANDBOX_TMP_MB,
         build_cache_mb=settings.SANDBOX_BUILD_CACHE_MB,
+        warm_pool=settings.SANDBOX_WARM_POOL,
         default_limits=settings.LIMITS_DEFAULT,
         max_limits=settings.LIMITS_MAX,
         runner_images=dict(settings.RUNNER_IMAGES),

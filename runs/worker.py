@@ -144,7 +144,16 @@ class WorkerPresenceMiddleware(Middleware):
     """Starts and stops the process's WorkerPresence with the Dramatiq worker."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from .sandbox import get_sandbox
+
         PRESENCE.start()
+        try:
+            get_sandbox().start_pool()  # warm sandboxes for the commonest runs (SANDBOX_WARM_POOL)
+        except Exception:
+            log.exception("could not start the warm sandbox pool; runs take the cold path")
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from .sandbox import get_sandbox
+
         PRESENCE.stop()
+        get_sandbox().close()

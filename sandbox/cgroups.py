@@ -146,6 +146,7 @@ class RunCgroup:
         self.name = name
         self.paths = driver.paths(name)
         self.v2 = driver.version == 2
+        self.cpu_baseline_ms = 0
 
     def _p(self, ctrl: str, file: str) -> Path:
         return self.paths["unified" if self.v2 else ctrl] / file
@@ -178,6 +179,30 @@ class RunCgroup:
                     pass
             _write(self._p("pids", "pids.max"), str(pids_max))
 
+    def set_limits(self, memory_bytes: int, pids_max: int) -> None:
+        """New limits for a group that already has processes (a warm sandbox taken by a run)."""
+        if self.v2:
+            _write(self._p("memory", "memory.max"), str(memory_bytes))
+        else:
+            memory, memsw = self._p("memory", "memory.limit_in_bytes"), self._p("memory", "memory.memsw.limit_in_bytes")
+            # memory <= memory+swap at every moment: raise memsw first, lower memory first.
+            order = [memsw, memory] if memsw.exists() and memory_bytes > int(_read(memsw)) else [memory, memsw]
+            for path in order:
+                if path.exists():
+                    _write(path, str(memory_bytes))
+        _write(self._p("pids", "pids.max"), str(pids_max))
+
+    def reset_usage(self) -> None:
+        """Count CPU time and memory peak from now on (v1 resets its counters; v2 keeps a baseline)."""
+        if self.v2:
+            self.cpu_baseline_ms = self.cpu_usage_ms() or 0
+            return
+        for ctrl, file in (("cpuacct", "cpuacct.usage"), ("memory", "memory.max_usage_in_bytes")):
+            try:
+                _write(self._p(ctrl, file), "0")
+            except OSError:
+                pass
+
     def add(self, pid: int) -> None:
         """Move a process (its whole thread group) into the group in every hierarchy."""
         for path in self.paths.values():
@@ -196,7 +221,7 @@ class RunCgroup:
                 for line in _read(self._p("cpu", "cpu.stat")).splitlines():
                     key, value = line.split()
                     if key == "usage_usec":
-                        return int(value) // 1000
+                        return int(value) // 1000 - self.cpu_baseline_ms
                 return None
             return int(_read(self._p("cpuacct", "cpuacct.usage"))) // 1_000_000
         except (OSError, ValueError):

@@ -32,6 +32,8 @@ class SandboxConfig:
     bwrap_path: str = "/usr/bin/bwrap"
     # compiled programs kept by content (Go): total size in MiB, 0 turns the cache off
     build_cache_mb: int = 256
+    # bwrap: sandboxes kept started per interpreted language for runs with default settings (start_pool)
+    warm_pool: int = 2
     # docker backend
     host_workdir: Path | None = None
     apparmor_profile: str | None = None
@@ -51,6 +53,7 @@ class SandboxConfig:
             sandbox_gid=int(env.get("SANDBOX_GID", env.get("SANDBOX_UID", base.sandbox_gid))),
             cgroup_parent=env.get("SANDBOX_CGROUP_PARENT", base.cgroup_parent),
             build_cache_mb=int(env.get("SANDBOX_BUILD_CACHE_MB", base.build_cache_mb)),
+            warm_pool=int(env.get("SANDBOX_WARM_POOL", base.warm_pool)),
         )
 
 
@@ -87,6 +90,12 @@ class Backend:
     def leftovers(self) -> list[str]:
         """What of any run is still on the host (run dirs, mounts, groups, containers); [] when idle."""
         raise NotImplementedError
+
+    def start_pool(self) -> None:
+        """Keep sandboxes ready ahead of runs, where the backend can (long-lived workers only)."""
+
+    def close(self) -> None:
+        """Stop what start_pool started and remove it."""
 
     def cleanup_orphans(self) -> list[str]:
         """Remove what crashed runs left behind (processes, groups, mounts, dirs); return what went."""

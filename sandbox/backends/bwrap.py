@@ -13,19 +13,22 @@ Containment pipeline of one step (compile or run), top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import select
 import shutil
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..cgroups import CgroupDriver
+from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import SandboxUnavailable
-from ..languages import BUILD_DIR, MPLCONFIGDIR, Language
+from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages
 from ..limits import MIB
 from ..outcome import StepUsage
 from ..seccomp import SeccompProgram
@@ -55,6 +58,13 @@ class BwrapBackend(StepBackend):
         self.seccomp = SeccompProgram(Path(config.seccomp_profile), self.static_dir)
         self._cgroups: CgroupDriver | None = None
         self._mpl_fontlist: Path | None = None
+        self._pool: dict[str, list[_Warm]] = {}
+        self._pool_cond = threading.Condition()
+        self._pool_stop = threading.Event()
+        self._pool_thread: threading.Thread | None = None
+        self._warm_taken: dict[str, _Warm] = {}
+        self._pool_starting: set[str] = set()
+        self.warm_used = 0
 
     @property
     def workspace_uid(self) -> tuple[int, int]:
@@ -98,15 +108,16 @@ class BwrapBackend(StepBackend):
 
     def cancel(self, run_id: str) -> bool:
         found = self._mark_cancelled(run_id)
+        warm = self._warm_taken.get(run_id)
+        if warm is not None and warm.used:
+            warm.cgroup.kill_all()
+            found = True
         for step in ("compile", "run"):
             group = self.cgroups.group(f"{run_id}.{step}")
             if any(p.exists() for p in group.paths.values()):
                 group.kill_all()
                 found = True
         return found
-
-    def _backend_leftovers(self) -> list[str]:
-        return [f"cgroup:{name}" for name in self.cgroups.existing_groups()]
 
     def cleanup_orphans(self) -> list[str]:
         """Remove run dirs whose owner died and groups that belong to no live run."""
@@ -129,23 +140,24 @@ class BwrapBackend(StepBackend):
 
     # ---- internals ----------------------------------------------------------------------------------
 
-    def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
-        cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
+    def _spawn(
+        self, lang: Language, ws: Workspace, step: Step, fsize: int, cgroup: RunCgroup
+    ) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+        """Start bwrap for one step, blocked before the program: its processes are in `cgroup` when this
+        returns. Returns the process, the fd whose write releases the program, and fds to close later."""
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
         try:
-            cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
             info_r, info_w = os.pipe2(os.O_CLOEXEC)
             block_r, block_w = os.pipe2(os.O_CLOEXEC)
             seccomp_fd = self.seccomp.open_fd()
             fds += [info_r, info_w, block_r, block_w, seccomp_fd]
-            limit_fsize = self._file_size_cap_bytes(spec, step)
             # rlimits are set inside the sandbox by prlimit(1) just before the program's exec: the
             # service needs no CAP_SYS_RESOURCE, and the lowered hard limits cannot be raised again.
             limited_argv = [
                 PRLIMIT,
                 "--core=0:0",
-                f"--fsize={limit_fsize}:{limit_fsize}",
+                f"--fsize={fsize}:{fsize}",
                 f"--nofile=1024:{MAX_OPEN_FILES}",
                 "--",
                 *step.argv,
@@ -154,7 +166,7 @@ class BwrapBackend(StepBackend):
                 bwrap=self.config.bwrap_path,
                 ws=ws,
                 static_dir=self.static_dir,
-                lang=spec.lang,
+                lang=lang,
                 argv=limited_argv,
                 env=step.env,
                 tmp_bytes=self.config.tmp_mb * MIB,
@@ -186,6 +198,34 @@ class BwrapBackend(StepBackend):
             for pid in (proc.pid, inner_pid):
                 if pid is not None:
                     cgroup.add(pid)
+            return proc, block_w, fds
+        except BaseException:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                proc.wait()
+            _close_all(fds)
+            raise
+
+    def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
+        fsize = self._file_size_cap_bytes(spec, step)
+        warm = self._warm_taken.get(spec.run_id) if step.name == "run" else None
+        fds: list[int] = []
+        proc: subprocess.Popen[bytes] | None = None
+        cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
+        try:
+            if warm is not None and not warm.used and warm.fits(step, fsize) and warm.proc.poll() is None:
+                # Started ahead with the same command, environment and mounts; only the limits are the run's.
+                warm.used = True
+                cgroup, proc, block_w, fds = warm.cgroup, warm.proc, warm.block_w, warm.fds
+                cgroup.set_limits(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
+                cgroup.reset_usage()
+                self.warm_used += 1
+            else:
+                if warm is not None and not warm.used:  # taken, but this step differs: its directory is the run's
+                    warm.used = True
+                    warm.discard(keep_workspace=True)
+                cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
+                proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
             started = time.monotonic()
             os.write(block_w, b"1")  # the program starts now, inside its cgroup
             is_cancelled = self._cancel_check(ws, step)
@@ -213,12 +253,213 @@ class BwrapBackend(StepBackend):
                 except ProcessLookupError:
                     pass
                 proc.wait()
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            _close_all(fds)
             cgroup.destroy()
+
+    # ---- warm sandboxes --------------------------------------------------------------------------
+    # bwrap's namespace and mount set-up, the move of its processes into a cgroup and the run's tmpfs
+    # cost milliseconds a run should not wait for. With start_pool(), a thread keeps `warm_pool`
+    # sandboxes per interpreted language started and blocked before the program, for the commonest
+    # run: default disk size, no args, no env, no input files. A run that fits takes one (keeping its
+    # directory and group names): its limits are written, its sources go into /work, and the block is
+    # released. Anything else takes the cold path above.
+
+    def start_pool(self) -> None:
+        if self.config.warm_pool <= 0 or self._pool_thread is not None:
+            return
+        self.prepare()
+        self._pool_stop.clear()
+        # The thread that starts the sandboxes lives as long as the pool: bwrap's --die-with-parent
+        # follows the thread that forked it.
+        self._pool_thread = threading.Thread(target=self._fill_pool, name="cx-warm-pool", daemon=True)
+        self._pool_thread.start()
+
+    def close(self) -> None:
+        thread, self._pool_thread = self._pool_thread, None
+        if thread is not None:
+            with self._pool_cond:
+                self._pool_stop.set()
+                self._pool_cond.notify_all()
+            thread.join(timeout=30)
+        with self._pool_cond:
+            entries = [e for pool in self._pool.values() for e in pool]
+            self._pool.clear()
+        for entry in entries:
+            entry.discard()
+
+    def _warm_languages(self) -> list[Language]:
+        return [lang for lang in all_languages() if not lang.compiled]
+
+    def _fill_pool(self) -> None:
+        while not self._pool_stop.is_set():
+            with self._pool_cond:
+                dead = [e for pool in self._pool.values() for e in pool if e.proc.poll() is not None]
+                for entry in dead:  # killed while idle (an operator, a janitor): replaced below
+                    self._pool[entry.language].remove(entry)
+            for entry in dead:
+                entry.discard()
+            with self._pool_cond:
+                wanted = [
+                    lang
+                    for lang in self._warm_languages()
+                    if len(self._pool.get(lang.name, [])) < self.config.warm_pool
+                ]
+                if not wanted:
+                    self._pool_cond.wait(timeout=1.0)
+                    continue
+            for lang in wanted:
+                if self._pool_stop.is_set():
+                    return
+                try:
+                    started = self._start_warm(lang)
+                except Exception:
+                    log.warning("could not start a warm %s sandbox", lang.name, exc_info=True)
+                    self._pool_stop.wait(1.0)
+                    continue
+                if started is None:  # the pool was closed meanwhile
+                    return
+
+    def _start_warm(self, lang: Language) -> _Warm | None:
+        name = f"warm-{uuid.uuid4().hex[:16]}"
+        with self._pool_cond:
+            self._pool_starting.add(name)  # the pool's own from its first directory on, not a leftover
+        try:
+            entry = self._start_warm_named(lang, name)
+        except BaseException:
+            with self._pool_cond:
+                self._pool_starting.discard(name)
+            raise
+        with self._pool_cond:
+            self._pool_starting.discard(name)
+            if not self._pool_stop.is_set():
+                self._pool.setdefault(lang.name, []).append(entry)
+                return entry
+        entry.discard()
+        return None
+
+    def _start_warm_named(self, lang: Language, name: str) -> _Warm:
+        spec = RunSpec(language=lang.name, code="", limits=self.config.default_limits, run_id=name)
+        step = Step(
+            name="run",
+            argv=lang.run,
+            env=dict(lang.env),
+            timeout_ms=spec.limits.timeout_ms,
+            cpu_ms=spec.limits.cpu_ms,
+            memory_bytes=spec.limits.memory_mb * MIB,
+            pids=spec.limits.pids,
+            max_output_bytes=spec.limits.max_output_bytes,
+        )
+        fsize = self._file_size_cap_bytes(spec, step)
+        ws = self._workspace(spec, 0)
+        cgroup = self.cgroups.group(f"{name}.run")
+        try:
+            cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
+            proc, block_w, fds = self._spawn(lang, ws, step, fsize, cgroup)
+        except BaseException:
+            cgroup.destroy()
+            ws.destroy()
+            raise
+        return _Warm(
+            lang.name, spec.limits.disk_mb, fsize, tuple(step.argv), dict(step.env), ws, cgroup, proc, block_w, fds
+        )
+
+    def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
+        warm = self._take_warm(spec, input_bytes)
+        return warm.ws if warm is not None else self._workspace(spec, input_bytes)
+
+    def _take_warm(self, spec: RunSpec, input_bytes: int) -> _Warm | None:
+        if spec.lang.compiled or input_bytes or spec.files or spec.args or spec.env:
+            return None
+        with self._pool_cond:
+            pool = self._pool.get(spec.lang.name, [])
+            entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb), None)
+            if entry is None:
+                return None
+            pool.remove(entry)
+            self._pool_cond.notify_all()  # the filler starts another one
+        if entry.proc.poll() is not None:  # died while idle (a janitor, an operator): not usable
+            entry.discard()
+            return None
+        # The run keeps the warm directory and group names (bwrap may still be making its mounts, so
+        # nothing is renamed); cancel() finds the group through this map.
+        self._warm_taken[spec.run_id] = entry
+        return entry
+
+    def _finish_run(self, run_id: str) -> None:
+        warm = self._warm_taken.pop(run_id, None)
+        if warm is not None:  # its processes and group are gone already unless the run ended early
+            warm.discard(keep_workspace=True)
+
+    def _pool_dirs(self) -> list[Path]:
+        """The directories of sandboxes the pool holds or is starting (not runs, not leftovers)."""
+        with self._pool_cond:
+            held = [e.ws.run_dir for pool in self._pool.values() for e in pool]
+            return held + [self.runs_dir / name for name in self._pool_starting]
+
+    def _backend_leftovers(self) -> list[str]:
+        idle = {p.name for p in self._pool_dirs()}
+        return [f"cgroup:{n}" for n in self.cgroups.existing_groups() if n.rsplit(".", 1)[0] not in idle]
+
+    def leftovers(self) -> list[str]:
+        idle = self._pool_dirs()
+        names = {p.name for p in idle}
+        prefixes = tuple(str(p) + "/" for p in idle)
+        return [
+            item
+            for item in super().leftovers()
+            if not (item.startswith("dir:") and item[4:] in names)
+            and not (item.startswith("mount:") and item[6:].startswith(prefixes))
+        ]
+
+
+@dataclasses.dataclass
+class _Warm:
+    """A sandbox started ahead of its run, blocked before the program (see BwrapBackend.start_pool)."""
+
+    language: str
+    disk_mb: int
+    fsize: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    ws: Workspace
+    cgroup: RunCgroup
+    proc: subprocess.Popen[bytes]
+    block_w: int
+    fds: list[int]
+    used: bool = False
+
+    def fits(self, step: Step, fsize: int) -> bool:
+        """Started with exactly what this step would start with (the limits are set on taking it)."""
+        return (
+            tuple(step.argv) == self.argv
+            and dict(step.env) == self.env
+            and fsize == self.fsize
+            and not step.build_writable
+        )
+
+    def discard(self, keep_workspace: bool = False) -> None:
+        self.cgroup.destroy()
+        if self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        _close_all(self.fds)
+        if not keep_workspace:
+            self.ws.destroy()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
 
 
 def build_bwrap_argv(

@@ -156,6 +156,9 @@ class StepBackend(Backend):
     def _backend_leftovers(self) -> list[str]:
         return []
 
+    def _finish_run(self, run_id: str) -> None:
+        """Release what the backend holds for this run beyond its workspace (called in run's finally)."""
+
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
         """Run one sandboxed process tree under the step's limits; the backend's one real job."""
         raise NotImplementedError
@@ -227,7 +230,7 @@ class StepBackend(Backend):
         wall_total = 0
         cpu_total: int | None = 0
         try:
-            ws = self._workspace(spec, input_bytes)
+            ws = self._workspace_for_run(spec, input_bytes)
             ws.write_source(lang.entry_file, spec.code.encode())
             for src in spec.sources:
                 ws.write_source(src.path, src.content.encode())
@@ -311,8 +314,13 @@ class StepBackend(Backend):
             )
         finally:
             self._cancel_events.pop(spec.run_id, None)
+            self._finish_run(spec.run_id)
             if ws is not None:
                 ws.destroy()
+
+    def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
+        """The run's workspace (a backend may hand over one it prepared ahead)."""
+        return self._workspace(spec, input_bytes)
 
     def _workspace(self, spec: RunSpec, input_bytes: int) -> Workspace:
         limits = spec.limits

@@ -78,6 +78,7 @@ def api_environment() -> Iterator[ApiEnvironment]:
         SANDBOX_WORKDIR=sandbox_dir,
         HOST_SANDBOX_DIR=sandbox_dir,
         SANDBOX_CGROUP_PARENT=env.cgroup_parent,
+        SANDBOX_WARM_POOL=0,  # in-process workers come and go with each test; tests/sandbox covers the pool
         STORAGE_DIR=storage_dir,
         STORAGES=storages,
         REDIS_URL=env.redis_url,

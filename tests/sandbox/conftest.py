@@ -14,7 +14,7 @@ import pytest
 from sandbox import Backend, Limits, RunResult, RunSpec, SandboxConfig, get_backend
 from sandbox.spec import InputFile, SourceFile
 
-# Backends the suite runs against; docker joins when its backend lands (issue 5).
+# Backends the suite runs against (CI: bwrap,docker).
 BACKENDS = [b for b in os.environ.get("CODEEXEC_TEST_BACKENDS", "bwrap").split(",") if b]
 
 
@@ -31,7 +31,9 @@ def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Iterator[Back
     config = SandboxConfig(workdir=sandbox_root / request.param, cgroup_parent=f"codeexec-test-{os.getpid()}")
     b = get_backend(request.param, config)
     b.check()  # fails loudly when bwrap, root, cgroups or seccomp are missing
+    b.start_pool()  # as a worker does: runs that fit take warm sandboxes (bwrap), so the suite covers both paths
     yield b
+    b.close()
     leftovers = b.leftovers()
     b.cleanup_orphans()
     if request.param == "bwrap":

@@ -377,7 +377,8 @@ def test_it_leaves_nothing_behind_after_many_runs_in_parallel(backend: Backend, 
     assert len(results) == 4
     assert sorted(r.status.value for r in results) == ["succeeded", "succeeded", "timeout", "timeout"]
     assert _leftovers(backend) == []
-    assert os.listdir(Path(backend.runs_dir)) == []  # type: ignore[attr-defined]
+    # Beyond the leftover check: only the warm pool's own sandboxes (bwrap) may be in the runs dir.
+    assert [n for n in os.listdir(Path(backend.runs_dir)) if not n.startswith("warm-")] == []  # type: ignore[attr-defined]
 
 
 def test_it_sees_a_live_run_in_the_leftover_check(backend: Backend, tmp_path: Path) -> None:
