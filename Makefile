@@ -13,7 +13,7 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 help:
 	@echo "make test    run the test suite (root: the bwrap sandbox needs it)"
 	@echo "make lint    ruff + mypy"
-	@echo "make bench   sandbox overhead benchmark"
+	@echo "make bench   benchmark: bare vs sandbox vs end to end, throughput, docker (bench/run.py --help)"
 	@echo "make run     run the service on this Linux host with the bwrap backend (no Docker)"
 	@echo "make up      run the service with Docker Compose"
 
@@ -38,7 +38,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 bench: venv
-	$(PY) bench/sandbox_overhead.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The whole service on this Linux host, bwrap backend, no Docker: migrations (which also apply
 # API_KEYS), one Dramatiq worker process and gunicorn with threaded workers. Ctrl-C stops both.
