@@ -399,48 +399,72 @@ def test_the_integration_guides_handler_works(
 
 
 # ---- the transcript in docs/openwebui.md ----------------------------------------------------------
+def _normalized(text: str) -> str:
+    """Without what changes from run to run: links, ids, times, sizes."""
+    text = re.sub(r"\(http://127\.0\.0\.1:\d+/v1/files/[^)]*\)", "(LINK)", text)
+    text = re.sub(r"call_[0-9a-f]+", "call_ID", text)
+    return re.sub(r"\d+", "N", text)
+
+
+def test_the_guides_transcript_is_current(driven: dict[str, Any]) -> None:
+    """docs/openwebui.md holds the transcript this test writes; when the tool's answers change, copy
+    test-artifacts/openwebui/transcript.md between its transcript markers."""
+    guide = (ROOT / "docs" / "openwebui.md").read_text()
+    start, end = guide.index("<!-- transcript:start -->"), guide.index("<!-- transcript:end -->")
+    in_guide = _normalized(guide[start:end])
+    assert "**Scripted**" in in_guide
+    written = _normalized((ARTIFACTS / "openwebui" / "transcript.md").read_text())
+    assert written.strip() in in_guide, (
+        "docs/openwebui.md's transcript is stale: copy test-artifacts/openwebui/transcript.md"
+    )
+
+
+TRANSCRIPT_ANSWERS = {  # the scripted assistant's reply after each tool result
+    "plot_png": "sin(x) peaks at x ≈ 1.5787 (π/2), where it reaches 1.0. The plot is above; the data is in sine.csv.",
+    "timeout": "The loop never ends, so codeexec stopped it at the 1-second limit; nothing was printed.",
+    "wrong_key": "I could not run the code: codeexec rejected the tool's API key. An admin needs to fix the key.",
+}
 
 
 def _write_transcript(out: dict[str, Any]) -> None:
+    fence = "```"
     lines = [
-        "<!-- Written by tests/openwebui/test_openwebui_tool.py; the tool calls and results are real. -->",
-        f"Open WebUI {out['open_webui_version']}, native function calling, `codeexec` tool. **Scripted**: no model",
-        "was reachable, so the user's questions and the assistant's tool calls are fixed by the test; each call",
-        "went through Open WebUI's `get_tools` → `execute_tool_call` → `process_tool_result` to a live codeexec,",
-        "and everything below the calls is what Open WebUI produced.",
+        "<!-- Written by tests/openwebui/test_openwebui_tool.py (test-artifacts/openwebui/transcript.md). -->",
+        f"Open WebUI {out['open_webui_version']}, native function calling, the `codeexec` tool. **Scripted**: no",
+        "model was reachable, so the user's questions, the assistant's tool calls and its replies are fixed by the",
+        "test. Each call went through Open WebUI's `get_tools` → `execute_tool_call` → `process_tool_result` to a",
+        "live codeexec: the events and the tool results are what the tool and Open WebUI produced (links point at",
+        "the test's server; the test shortens the image's data: URL).",
         "",
     ]
-    for name in ("plot_png", "timeout", "wrong_key"):
+    for name, answer in TRANSCRIPT_ANSWERS.items():
         scenario = out["by_name"][name]
-        call = scenario["tool_call"]
+        arguments = scenario["arguments"]
         lines += [
+            "---",
+            "",
             f"**User:** {scenario['question']}",
             "",
-            "**Assistant** (scripted) calls `run_code`:",
+            f"**Assistant** (scripted) calls `run_code` (`{scenario['tool_call']['id']}`) with "
+            f'`language: "{arguments["language"]}"` and this `code`:',
             "",
-            "```json",
-            json.dumps(
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {"name": "run_code", "arguments": scenario["arguments"]},
-                },
-                indent=2,
-                ensure_ascii=False,
-            ),
-            "```",
+            f"{fence}{arguments['language']}",
+            arguments["code"].rstrip("\n"),
+            fence,
             "",
-            "Events the tool emitted (`__event_emitter__`):",
+            "Events from the tool (`__event_emitter__`), as the chat receives them:",
             "",
-            "```json",
+            f"{fence}json",
             *[json.dumps(_shown(event), ensure_ascii=False) for event in scenario["events"]],
-            "```",
+            fence,
             "",
-            f"Tool result returned to the model (`role: tool`, Open WebUI status `{scenario['output_status']}`):",
+            f"Tool result, as Open WebUI passes it back to the model (call status `{scenario['output_status']}`):",
             "",
             "````text",
             scenario["result"],
             "````",
+            "",
+            f"**Assistant** (scripted): {answer}",
             "",
         ]
     path = ARTIFACTS / "openwebui" / "transcript.md"
