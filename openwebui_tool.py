@@ -111,6 +111,10 @@ class _Events:
     def __init__(self, emitter: EventEmitter | None) -> None:
         self._emitter = emitter
 
+    @property
+    def enabled(self) -> bool:
+        return self._emitter is not None
+
     async def emit(self, event: dict[str, Any]) -> None:
         if self._emitter is None:
             return
@@ -255,10 +259,11 @@ class Tools:
                     return _http_error_message(reply, urlsplit(base_url).hostname)
                 polled = _json(reply.body)
                 if not isinstance(polled, dict):
+                    await events.status("codeexec: unreadable answer", done=True)
                     return "Error: codeexec answered with a body that is not a run object."
                 run = polled
 
-            images = await self._inline_images(http, base_url, run)
+            images = await self._inline_images(http, base_url, run) if events.enabled else []
         if images:
             await events.emit({"type": "files", "data": {"files": images}})
         await events.status(_status_line(run, lang), done=True)

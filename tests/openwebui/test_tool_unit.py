@@ -298,7 +298,7 @@ def test_it_cancels_a_run_that_outlives_its_deadline(monkeypatch: pytest.MonkeyP
 
 
 def test_it_describes_every_status() -> None:
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "failed": ({"exit_code": 3}, "failed, exit code 3"),
         "timeout": ({"error": {"code": "cpu_timeout", "message": ""}}, "timeout: the CPU time limit of 10000 ms"),
         "oom": ({"error": {"code": "memory_limit", "message": ""}}, "out of memory: the memory limit of 256 MiB"),
@@ -397,3 +397,19 @@ def test_its_only_public_method_is_run_code() -> None:
     tools = tool_module.Tools()
     public = [name for name in dir(tools) if not name.startswith("_") and callable(getattr(tools, name))]
     assert sorted(public) == ["UserValves", "Valves", "run_code"]  # Open WebUI skips the classes
+
+
+def test_without_a_chat_to_show_them_images_are_only_linked() -> None:
+    """Open WebUI passes no event emitter when there is no chat message (API calls): nothing to show in."""
+    http = FakeHttp(
+        [
+            (
+                "POST",
+                "http://codeexec:8080/v1/runs",
+                reply(200, run_object(artifacts=[artifact("a.png", "image/png", 10)])),
+            )
+        ]
+    )
+    result = asyncio.run(make_tools(http).run_code("python", "print(1)"))
+    assert len(http.calls) == 1
+    assert "- [a.png](https://public.example/" in result and "already shown" not in result
