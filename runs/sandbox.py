@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import threading
 
 from django.conf import settings
 
@@ -28,7 +28,24 @@ def sandbox_config() -> SandboxConfig:
     )
 
 
-@functools.cache
-def get_sandbox() -> Backend:
-    """The process-wide backend chosen by SANDBOX_BACKEND (built once, on first use)."""
-    return get_backend(settings.SANDBOX_BACKEND, sandbox_config())
+class _ProcessSandbox:
+    """The process-wide backend chosen by SANDBOX_BACKEND: built once, on first use, by one thread
+    (the heartbeat and the worker boot ask for it at the same moment; two backends would mean two pools)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._backend: Backend | None = None
+
+    def __call__(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = get_backend(settings.SANDBOX_BACKEND, sandbox_config())
+            return self._backend
+
+    def cache_clear(self) -> None:
+        """Forget the backend (tests that change the settings); the next call builds a new one."""
+        with self._lock:
+            self._backend = None
+
+
+get_sandbox = _ProcessSandbox()

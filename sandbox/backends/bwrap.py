@@ -574,7 +574,7 @@ def _prebuild_matplotlib_cache(cache_dir: Path) -> Path | None:
     existing = sorted(cache_dir.glob("fontlist-*.json")) if cache_dir.is_dir() else []
     if existing:
         return existing[-1]
-    tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
+    tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}.{threading.get_native_id()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     proc = subprocess.run(

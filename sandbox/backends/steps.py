@@ -120,7 +120,7 @@ class StepBackend(Backend):
         etc.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(self.static_dir, 0o755)
         for name, content in files.items():
-            tmp = etc / f".{name}.tmp{os.getpid()}"
+            tmp = etc / f".{name}.tmp{os.getpid()}.{threading.get_native_id()}"  # backends of one process may race
             tmp.write_bytes(content.encode())
             os.chmod(tmp, 0o644)
             os.replace(tmp, etc / name)
