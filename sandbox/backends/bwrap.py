@@ -122,6 +122,7 @@ class BwrapBackend(StepBackend):
     def cleanup_orphans(self) -> list[str]:
         """Remove run dirs whose owner died and groups that belong to no live run."""
         self.prepare()
+        self.drain_cleanups()
         removed: list[str] = []
         live = set()
         for run_dir in stale_run_dirs(self.runs_dir):
@@ -254,7 +255,7 @@ class BwrapBackend(StepBackend):
                     pass
                 proc.wait()
             _close_all(fds)
-            cgroup.destroy()
+            self._later(cgroup.destroy)  # its processes are dead; removing the group can wait
 
     # ---- warm sandboxes --------------------------------------------------------------------------
     # bwrap's namespace and mount set-up, the move of its processes into a cgroup and the run's tmpfs
@@ -275,6 +276,7 @@ class BwrapBackend(StepBackend):
         self._pool_thread.start()
 
     def close(self) -> None:
+        self.drain_cleanups()
         thread, self._pool_thread = self._pool_thread, None
         if thread is not None:
             with self._pool_cond:
@@ -375,8 +377,7 @@ class BwrapBackend(StepBackend):
             entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb), None)
             if entry is None:
                 return None
-            pool.remove(entry)
-            self._pool_cond.notify_all()  # the filler starts another one
+            pool.remove(entry)  # the filler starts another one when this run ends (_finish_run)
         if entry.proc.poll() is not None:  # died while idle (a janitor, an operator): not usable
             entry.discard()
             return None
@@ -387,8 +388,10 @@ class BwrapBackend(StepBackend):
 
     def _finish_run(self, run_id: str) -> None:
         warm = self._warm_taken.pop(run_id, None)
-        if warm is not None:  # its processes and group are gone already unless the run ended early
+        if warm is not None and not warm.used:  # taken, but the run ended before its step
             warm.discard(keep_workspace=True)
+        with self._pool_cond:
+            self._pool_cond.notify_all()  # refill now, not while the run was using the CPU
 
     def _pool_dirs(self) -> list[Path]:
         """The directories of sandboxes the pool holds or is starting (not runs, not leftovers)."""
@@ -397,16 +400,18 @@ class BwrapBackend(StepBackend):
             return held + [self.runs_dir / name for name in self._pool_starting]
 
     def _backend_leftovers(self) -> list[str]:
-        idle = {p.name for p in self._pool_dirs()}
-        return [f"cgroup:{n}" for n in self.cgroups.existing_groups() if n.rsplit(".", 1)[0] not in idle]
+        groups = self.cgroups.existing_groups()
+        idle = {p.name for p in self._pool_dirs()}  # read after listing: a sandbox started meanwhile is the pool's
+        return [f"cgroup:{n}" for n in groups if n.rsplit(".", 1)[0] not in idle]
 
     def leftovers(self) -> list[str]:
-        idle = self._pool_dirs()
+        found = super().leftovers()
+        idle = self._pool_dirs()  # after listing, as above
         names = {p.name for p in idle}
         prefixes = tuple(str(p) + "/" for p in idle)
         return [
             item
-            for item in super().leftovers()
+            for item in found
             if not (item.startswith("dir:") and item[4:] in names)
             and not (item.startswith("mount:") and item[6:].startswith(prefixes))
         ]

@@ -384,6 +384,7 @@ class DockerBackend(StepBackend):
     def cleanup_orphans(self) -> list[str]:
         """Remove labelled containers and run dirs whose owning worker is gone."""
         self.prepare()
+        self.drain_cleanups()
         removed: list[str] = []
         for run_dir in stale_run_dirs(self.runs_dir):
             Workspace(root=self.runs_dir, run_dir=run_dir, uid=CONTAINER_UID, gid=CONTAINER_GID).destroy()

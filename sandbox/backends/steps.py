@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -88,6 +89,11 @@ class StepBackend(Backend):
         self._versions: dict[str, str] = {}
         self._cancel_events: dict[str, threading.Event] = {}
         self.build_cache = BuildCache(self.workdir / "buildcache", config.build_cache_mb * MIB, BUILD_MB * MIB)
+        # Teardown that need not delay a result (every process of the run is dead by then): removing its
+        # cgroup and unmounting its tmpfs happen on this thread; leftovers() and the janitor wait for it.
+        self._cleanups: queue.Queue[Callable[[], object]] = queue.Queue()
+        self._cleanup_thread: threading.Thread | None = None
+        self._cleanup_lock = threading.Lock()
 
     @property
     def workspace_uid(self) -> tuple[int, int]:
@@ -142,6 +148,7 @@ class StepBackend(Backend):
         return found
 
     def leftovers(self) -> list[str]:
+        self.drain_cleanups()
         found: list[str] = []
         if self.runs_dir.exists():
             found += [f"dir:{p.name}" for p in self.runs_dir.iterdir()]
@@ -155,6 +162,28 @@ class StepBackend(Backend):
 
     def _backend_leftovers(self) -> list[str]:
         return []
+
+    def _later(self, cleanup: Callable[[], object]) -> None:
+        """Run `cleanup` on the backend's cleanup thread (after the result is returned)."""
+        with self._cleanup_lock:
+            if self._cleanup_thread is None or not self._cleanup_thread.is_alive():
+                self._cleanup_thread = threading.Thread(target=self._run_cleanups, name="cx-cleanup", daemon=True)
+                self._cleanup_thread.start()
+        self._cleanups.put(cleanup)
+
+    def _run_cleanups(self) -> None:
+        while True:
+            cleanup = self._cleanups.get()
+            try:
+                cleanup()
+            except Exception:
+                log.exception("sandbox cleanup failed (the janitor retries it)")
+            finally:
+                self._cleanups.task_done()
+
+    def drain_cleanups(self) -> None:
+        """Wait until every run's deferred teardown is done."""
+        self._cleanups.join()
 
     def _finish_run(self, run_id: str) -> None:
         """Release what the backend holds for this run beyond its workspace (called in run's finally)."""
@@ -316,7 +345,7 @@ class StepBackend(Backend):
             self._cancel_events.pop(spec.run_id, None)
             self._finish_run(spec.run_id)
             if ws is not None:
-                ws.destroy()
+                self._later(ws.destroy)
 
     def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
         """The run's workspace (a backend may hand over one it prepared ahead)."""

@@ -108,8 +108,10 @@ def test_every_interpreted_language_has_warm_sandboxes(pooled: Any) -> None:
 
 def test_a_dead_warm_sandbox_is_replaced_and_never_used(pooled: Any) -> None:
     _full(pooled)
-    for entry in list(pooled._pool["python"]):
-        os.kill(entry.proc.pid, signal.SIGKILL)  # e.g. an operator's kill
+    killed = list(pooled._pool["python"])
+    for entry in killed:
+        os.kill(entry.proc.pid, signal.SIGKILL)  # e.g. an operator's kill, while idle
+    _wait(lambda: all(e.proc.poll() is not None for e in killed), "the killed sandboxes to be gone")
     result = pooled.run(RunSpec(language="python", code="print('still fine')"))
     assert result.status == Status.SUCCEEDED and result.stdout == "still fine\n"
     _wait(
