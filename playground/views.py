@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -35,6 +35,7 @@ from runs.ratelimit import take
 from runs.render import render_run
 from runs.serializers import RunCreateSerializer
 from runs.services import create_run
+from runs.views import event_stream_response
 from sandbox import all_languages
 
 from .examples import EXAMPLES
@@ -93,6 +94,7 @@ def _page_config() -> dict[str, Any]:
         "urls": {
             "runs": reverse("playground:runs"),
             "run": reverse("playground:run", args=["RUN_ID"]),
+            "events": reverse("playground:run-events", args=["RUN_ID"]),
             "login": f"{reverse('admin:login')}?next={reverse('playground:index')}",
         },
         "poll_interval_ms": POLL_INTERVAL_MS,
@@ -197,7 +199,8 @@ class RunsView(PlaygroundView):
             body = {**body, "wait": False}  # the page polls; a request never holds a server thread
         serializer = RunCreateSerializer(data=body)
         serializer.is_valid(raise_exception=True)
-        run = create_run(key, serializer.validated_data)
+        # The worker also streams the run's events, which the page reads from RunEventsView.
+        run = create_run(key, serializer.validated_data, stream=True)
         return Response(render_run(run), status=status.HTTP_202_ACCEPTED)
 
     def get(self, request: Request) -> Response:
@@ -218,11 +221,23 @@ class RunsView(PlaygroundView):
         return Response(body)
 
 
+def _own_run(user: AbstractBaseUser, run_id: str) -> Run:
+    """A run of the user's playground key; anything else answers 404, as another key's run does in /v1."""
+    key = find_key(user)
+    run = Run.objects.filter(owner=key, public_id=run_id).first() if key is not None else None
+    if run is None:
+        raise not_found("run", param="id")
+    return run
+
+
 class RunView(PlaygroundView):
     def get(self, request: Request, run_id: str) -> Response:
         """One run of the user's playground key, as GET /v1/runs/{id} renders it."""
-        key = find_key(self.session_user(request))
-        run = Run.objects.filter(owner=key, public_id=run_id).first() if key is not None else None
-        if run is None:
-            raise not_found("run", param="id")
-        return Response(render_run(run))
+        return Response(render_run(_own_run(self.session_user(request), run_id)))
+
+
+class RunEventsView(PlaygroundView):
+    def get(self, request: Request, run_id: str) -> StreamingHttpResponse:
+        """The run's events as text/event-stream (what `stream: true` gives the API), for the page's
+        EventSource: output appears as the program writes it. The page falls back to polling."""
+        return event_stream_response(_own_run(self.session_user(request), run_id))

@@ -109,6 +109,21 @@ def test_it_shows_the_live_status_until_the_run_ends(playground) -> None:
     assert not playground.is_disabled("#run")
 
 
+def test_it_shows_output_as_the_program_writes_it(playground) -> None:
+    # Streamed: the first line is on the page while the program still sleeps, before its run ends.
+    playground.select_option("#language", "python")
+    code = "import sys, time\nprint('first', flush=True)\nprint('warn', file=sys.stderr, flush=True)\ntime.sleep(4)\nprint('second')"
+    playground.fill("#code", code)
+    playground.click("#run")
+    playground.wait_for_function(
+        "() => document.querySelector('#stdout').textContent === 'first\\n'", timeout=RUN_TIMEOUT_MS
+    )
+    assert playground.get_attribute("#status", "data-status") == "running"
+    assert playground.text_content("#stderr") == "warn\n"
+    assert wait_terminal(playground) == "succeeded"
+    assert playground.text_content("#stdout") == "first\nsecond\n"  # the final run object, not a repeat
+
+
 def test_it_previews_an_image_artifact(playground, live_stack) -> None:
     assert run_program(playground, "python", example="python-plot") == "succeeded", playground.inner_text("#stderr")
     artifact = playground.locator("[data-testid=artifact]")

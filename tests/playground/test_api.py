@@ -33,14 +33,18 @@ def playground_key(user: User) -> ApiKey:
 # ---- who may call -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path"), [("get", RUNS), ("post", RUNS), ("get", f"{RUNS}/run_x")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("get", RUNS), ("post", RUNS), ("get", f"{RUNS}/run_x"), ("get", f"{RUNS}/run_x/events")]
+)
 def test_it_refuses_anonymous_requests_in_the_error_envelope(db, method, path) -> None:
     response = getattr(Client(), method)(path)
     assert_error(response, 403, "permission_error", code="not_authenticated")
     assert not playground_keys().exists()
 
 
-@pytest.mark.parametrize(("method", "path"), [("get", RUNS), ("post", RUNS), ("get", f"{RUNS}/run_x")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("get", RUNS), ("post", RUNS), ("get", f"{RUNS}/run_x"), ("get", f"{RUNS}/run_x/events")]
+)
 def test_it_refuses_users_who_are_not_staff(charlie, method, path) -> None:
     response = getattr(logged_in(charlie), method)(path)
     assert_error(response, 403, "permission_error", code="permission_denied")
@@ -183,6 +187,20 @@ def test_it_hides_another_users_runs(alice_client, bob, make_run) -> None:
     assert post(alice_client, HELLO).status_code == 202
     assert_error(alice_client.get(f"{RUNS}/{bobs_run.public_id}"), 404, "invalid_request_error", param="id")
     assert bobs_run.public_id not in {r["id"] for r in alice_client.get(RUNS).json()["data"]}
+
+
+def test_it_streams_only_the_users_own_runs(alice_client, bob, make_run) -> None:
+    assert post(logged_in(bob), HELLO).status_code == 202
+    bobs_run = Run.objects.get()
+    assert post(alice_client, HELLO).status_code == 202
+    assert_error(alice_client.get(f"{RUNS}/{bobs_run.public_id}/events"), 404, "invalid_request_error", param="id")
+    # Her own finished run: the whole stream at once, ending with the run as GET renders it.
+    own = make_run(ApiKey.objects.get(label="playground:alice"), stdout="hi\n", exit_code=0)
+    response = alice_client.get(f"{RUNS}/{own.public_id}/events")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    body = b"".join(response.streaming_content).decode()
+    assert body.startswith("event: run.created\n") and "event: run.completed\n" in body
+    assert '"stdout":"hi\\n"' in body.split("event: run.completed\n", 1)[1]
 
 
 def test_it_hides_runs_of_ordinary_api_keys(alice_client, make_run) -> None:

@@ -111,6 +111,7 @@ def test_it_offers_every_language_with_an_example(alice_client) -> None:
     assert config["urls"] == {
         "runs": "/playground/api/runs",
         "run": "/playground/api/runs/RUN_ID",
+        "events": "/playground/api/runs/RUN_ID/events",
         "login": "/admin/login/?next=/",
     }
     assert config["limits"]["timeout_ms"] == {"default": 10_000, "max": 60_000}

@@ -1,4 +1,5 @@
-// The playground page: a small editor, a run form, live status by polling, results, recent runs.
+// The playground page: a small editor, a run form, live status and output (event stream, else polling),
+// results, recent runs.
 // Talks only to /playground/api/ (session cookie + CSRF token); never sees an API key.
 // Everything from a run (output, paths, messages) is inserted as text, never as HTML.
 "use strict";
@@ -255,8 +256,60 @@
     for (const button of els.recentBody.querySelectorAll("button")) button.disabled = value;
   }
 
-  // Poll the run every poll_interval_ms until it is terminal; a newer run or "show" stops it.
+  // Follow a run until it is terminal: its event stream when the browser has EventSource (output
+  // appears as the program writes it), else by polling; a newer run or "show" stops either.
   function follow(run) {
+    if (window.EventSource && config.urls.events && !TERMINAL.has(run.status)) {
+      stream(run);
+    } else {
+      poll(run);
+    }
+  }
+
+  function stream(run) {
+    const generation = ++followGeneration;
+    setBusy(true);
+    showRun(run);
+    const source = new EventSource(config.urls.events.replace("RUN_ID", encodeURIComponent(run.id)));
+    let closed = false;
+    const close = () => {
+      closed = true;
+      source.close();
+    };
+    const current = () => {
+      if (generation === followGeneration) return true;
+      close();
+      return false;
+    };
+    source.addEventListener("run.started", (event) => {
+      if (current()) showRun(JSON.parse(event.data));
+    });
+    source.addEventListener("run.output", (event) => {
+      if (!current()) return;
+      const chunk = JSON.parse(event.data);
+      const pane = chunk.stream === "stderr" ? els.stderr : els.stdout;
+      pane.textContent += chunk.data;
+    });
+    source.addEventListener("run.completed", (event) => {
+      close();  // before the server ends the stream: EventSource would reconnect and replay it
+      if (generation !== followGeneration) return;
+      const final = JSON.parse(event.data);
+      if (TERMINAL.has(final.status)) {
+        showRun(final);
+        finish();
+      } else {
+        poll(final);  // still running after the server's longest wait
+      }
+    });
+    source.onerror = () => {
+      if (closed) return;
+      close();
+      if (generation === followGeneration) poll(run);  // no stream (a proxy, an old run): poll instead
+    };
+  }
+
+  // Poll the run every poll_interval_ms until it is terminal.
+  function poll(run) {
     const generation = ++followGeneration;
     let failures = 0;
     setBusy(true);
