@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from .common import percentile, ratio, summarize
-from .sandbox_only import BARE_OF
+from .sandbox_only import bare_of
 
 Samples = dict[str, list[float]]
 THROUGHPUT_LABELS = {"bare": "bare python", "bwrap": "bwrap (in-process)", "e2e": "POST /v1/runs (wait: true)"}
@@ -60,7 +60,7 @@ def build(
         "sandbox": {
             name: None
             if rows is None
-            else {label: against_bare(values, BARE_OF.get(label, label)) for label, values in rows.items()}
+            else {label: against_bare(values, bare_of(label)) for label, values in rows.items()}
             for name, rows in sandbox.items()
         },
         "e2e": e2e,
