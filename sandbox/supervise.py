@@ -32,6 +32,40 @@ class StepOutcome:
     wall_ms: int
 
 
+class CappedOutput:
+    """stdout and stderr as they stream, each kept up to the cap; what is past it is dropped and flagged."""
+
+    def __init__(self, max_bytes: int, on_output: OutputCallback | None) -> None:
+        self.max_bytes = max_bytes
+        self.on_output = on_output
+        self.data = {"stdout": bytearray(), "stderr": bytearray()}
+        self.truncated = {"stdout": False, "stderr": False}
+
+    def add(self, name: str, chunk: bytes) -> None:
+        buf = self.data[name]
+        room = self.max_bytes - len(buf)
+        if room <= 0:
+            self.truncated[name] = True
+            return
+        kept = chunk[:room]
+        if len(kept) < len(chunk):
+            self.truncated[name] = True
+        buf += kept
+        if self.on_output is not None:
+            self.on_output(name, kept)
+
+    def outcome(self, returncode: int | None, killed_for: str | None, wall_ms: int) -> StepOutcome:
+        return StepOutcome(
+            returncode=returncode,
+            killed_for=killed_for,
+            stdout=bytes(self.data["stdout"]),
+            stderr=bytes(self.data["stderr"]),
+            stdout_truncated=self.truncated["stdout"],
+            stderr_truncated=self.truncated["stderr"],
+            wall_ms=wall_ms,
+        )
+
+
 def supervise(
     proc: subprocess.Popen[bytes],
     stdin: bytes,
@@ -49,8 +83,7 @@ def supervise(
     start = time.monotonic() if started is None else started
     deadline = start + timeout_ms / 1000
     ncpu = max(1, os.cpu_count() or 1)
-    buffers = {"stdout": bytearray(), "stderr": bytearray()}
-    truncated = {"stdout": False, "stderr": False}
+    output = CappedOutput(max_output_bytes, on_output)
     sel = selectors.DefaultSelector()
     names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     for fd in names:
@@ -124,17 +157,7 @@ def supervise(
                     if not chunk:
                         sel.unregister(fd)
                         continue
-                    buf = buffers[name]
-                    room = max_output_bytes - len(buf)
-                    if room <= 0:
-                        truncated[name] = True
-                        continue
-                    kept = chunk[:room]
-                    if len(kept) < len(chunk):
-                        truncated[name] = True
-                    buf += kept
-                    if on_output is not None:
-                        on_output(name, kept)
+                    output.add(name, chunk)
         if proc.returncode is None:
             # Pipes closed but the process lives on (it closed its stdout): wait out its time.
             remaining = max(0.0, deadline - time.monotonic())
@@ -152,15 +175,7 @@ def supervise(
             except OSError:
                 pass
     wall_ms = int(((exited_at or time.monotonic()) - start) * 1000)
-    return StepOutcome(
-        returncode=proc.returncode,
-        killed_for=killed_for,
-        stdout=bytes(buffers["stdout"]),
-        stderr=bytes(buffers["stderr"]),
-        stdout_truncated=truncated["stdout"],
-        stderr_truncated=truncated["stderr"],
-        wall_ms=wall_ms,
-    )
+    return output.outcome(proc.returncode, killed_for, wall_ms)
 
 
 def _registered(sel: selectors.BaseSelector, fd: int) -> bool:

@@ -31,7 +31,7 @@ from ..errors import SandboxUnavailable
 from ..languages import BUILD_DIR, Language
 from ..outcome import StepUsage
 from ..spec import RunSpec
-from ..supervise import READ_CHUNK, StepOutcome
+from ..supervise import READ_CHUNK, CappedOutput, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
 from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step, StepBackend
@@ -48,6 +48,8 @@ NANO_CPUS = 1_000_000_000
 MAX_OPEN_FILES = 4096
 POLL_S = 0.01
 KILL_WAIT_S = 10.0
+# Docker's multiplexed attach stream numbers its streams.
+DOCKER_STREAMS = {1: "stdout", 2: "stderr"}
 HIDDEN_DIRS = ("/root", "/home", "/srv", "/var", "/opt", "/mnt", "/media", "/run", "/sys")
 # docker-init (tini) is pid 1: it reaps orphans and passes the program's exit status through.
 DOCKER_INIT = True
@@ -234,8 +236,7 @@ class DockerBackend(StepBackend):
     ) -> tuple[StepOutcome, StepUsage]:
         deadline = started + step.timeout_ms / 1000
         cgroup = self._container_cgroup(container.id)
-        buffers = {1: bytearray(), 2: bytearray()}
-        truncated = {1: False, 2: False}
+        output = CappedOutput(step.max_output_bytes, step.on_output)
         pending = b""
         stdin_view = memoryview(step.stdin)
         raw.setblocking(False)
@@ -301,18 +302,8 @@ class DockerBackend(StepBackend):
                     if len(pending) < 8 + size:
                         break
                     payload, pending = pending[8 : 8 + size], pending[8 + size :]
-                    if stream_id not in buffers:
-                        continue
-                    room = step.max_output_bytes - len(buffers[stream_id])
-                    if room <= 0:
-                        truncated[stream_id] = True
-                        continue
-                    kept = payload[:room]
-                    if len(kept) < len(payload):
-                        truncated[stream_id] = True
-                    buffers[stream_id] += kept
-                    if step.on_output is not None:
-                        step.on_output("stdout" if stream_id == 1 else "stderr", kept)
+                    if stream_id in DOCKER_STREAMS:
+                        output.add(DOCKER_STREAMS[stream_id], payload)
         ended = time.monotonic()
         # Hang up before waiting: an engine still copying a flood into our socket would otherwise block
         # the container's teardown (and every call about it) until we read again.
@@ -339,15 +330,7 @@ class DockerBackend(StepBackend):
         # killed child whose parent then exits 1 included). Docker's OOMKilled flag alone is not
         # reliable: without the counter it is believed only together with the SIGKILL exit status.
         oom = oom_seen > 0 or (code == 137 and bool(state.get("OOMKilled")))
-        outcome = StepOutcome(
-            returncode=code,
-            killed_for=killed_for,
-            stdout=bytes(buffers[1]),
-            stderr=bytes(buffers[2]),
-            stdout_truncated=truncated[1],
-            stderr_truncated=truncated[2],
-            wall_ms=int((ended - started) * 1000),
-        )
+        outcome = output.outcome(code, killed_for, int((ended - started) * 1000))
         return outcome, StepUsage(cpu_ms=cpu_seen, memory_peak_bytes=peak_seen, oom_kills=1 if oom else 0)
 
     def _container_cgroup(self, container_id: str) -> RunCgroup | None:
