@@ -125,8 +125,9 @@ def stream_events(run: Run, max_wait_s: float) -> Iterator[tuple[str, dict[str, 
     deadline = time.monotonic() + max_wait_s
     last_id, started, completed = "0", False, False
     last_sent = time.monotonic()
+    block: int | None = STREAM_BLOCK_MS  # None: the row is terminal, read what is left without waiting
     while not completed and time.monotonic() < deadline:
-        events = cx_redis.read_events(run.public_id, last_id, STREAM_BLOCK_MS)
+        events = cx_redis.read_events(run.public_id, last_id, block)
         for event_id, fields in events:
             last_id = event_id
             kind = fields.get("kind")
@@ -142,13 +143,12 @@ def stream_events(run: Run, max_wait_s: float) -> Iterator[tuple[str, dict[str, 
         if events:
             last_sent = time.monotonic()
             continue
+        if block is None:
+            break
         run.refresh_from_db()
         if run.is_terminal:  # the worker finished without (or before we could read) its last events
-            events = cx_redis.read_events(run.public_id, last_id, None) if not completed else []
-            for _event_id, fields in events:
-                if fields.get("kind") == "output":
-                    yield "run.output", {"stream": fields.get("stream", "stdout"), "data": fields.get("data", "")}
-            break
+            block = None
+            continue
         if time.monotonic() - last_sent >= STREAM_KEEPALIVE_S:
             last_sent = time.monotonic()
             yield "", {}
