@@ -22,10 +22,7 @@ export SANDBOX_DIR=/var/lib/codeexec-ci-sandbox
 export COMPOSE_BUILD=0 UP_SERVICES="--no-deps web worker"
 
 merged=/tmp/codeexec-ci-compose.yml
-compose_v1_or_v2() {
-  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
-}
-compose_v1_or_v2 -f docker-compose.yml -f docker-compose.ci.yml config \
+COMPOSE_FILES="docker-compose.yml docker-compose.ci.yml" scripts/compose.sh config \
   | python3 -c '
 import sys, yaml
 config = yaml.safe_load(sys.stdin)

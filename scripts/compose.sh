@@ -7,6 +7,7 @@
 #         until /readyz answers.
 #   down  stops and removes the containers (volumes are kept; `down -v` removes them too).
 #   logs  follows the logs.
+#   config  prints the merged configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,5 +100,6 @@ case "${1:-}" in
     ;;
   down) shift; "${COMPOSE[@]}" down "$@" ;;
   logs) shift; "${COMPOSE[@]}" logs -f --tail=200 "$@" ;;
-  *) echo "usage: $0 up|down|logs" >&2; exit 2 ;;
+  config) shift; "${COMPOSE[@]}" config "$@" ;;
+  *) echo "usage: $0 up|down|logs|config" >&2; exit 2 ;;
 esac
