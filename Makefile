@@ -49,7 +49,7 @@ run: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py ensuredb
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
 	trap 'kill 0' EXIT INT TERM; \
-	DEBUG=$${DEBUG:-1} dramatiq_worker_timeout=$${dramatiq_worker_timeout:-20} \
+	DEBUG=$${DEBUG:-1} \
 	  $(PY) manage.py rundramatiq --processes 1 --threads $(WORKER_THREADS) & \
 	DEBUG=$${DEBUG:-1} $(VENV)/bin/gunicorn codeexec_site.wsgi -b 0.0.0.0:$(PORT) -k gthread \
 	  --workers $(WEB_WORKERS) --threads $(WEB_THREADS) --timeout 200 --graceful-timeout 30 & \

@@ -31,10 +31,7 @@ from .common import BenchError, private_dir, progress
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 WEB_WORKERS, WEB_THREADS, WORKER_THREADS = 2, 16, 4
-DESCRIPTION = (
-    f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=1, "
-    "dramatiq_worker_timeout=20"
-)
+DESCRIPTION = f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=1"
 KEY_OPTIONS = ["--rps", "1000", "--burst", "1000", "--max-concurrent-runs", "16"]
 READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -84,7 +81,6 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "API_KEYS": "",  # no dev key: the bench makes its own with limits it will not hit
             "PYTHONUNBUFFERED": "1",
-            "dramatiq_worker_timeout": "20",  # as `make run`: the consumer polls Redis every 20 ms
         }
         procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         try:

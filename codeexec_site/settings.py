@@ -107,7 +107,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "BROKER": "runs.broker.WakingRedisBroker",  # Dramatiq's, woken by an enqueue instead of polling
     "OPTIONS": {"url": REDIS_URL},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",

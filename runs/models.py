@@ -152,11 +152,16 @@ class Run(models.Model):
     def claim(self, worker_id: str, lease: timedelta) -> bool:
         """queued -> running for exactly one worker; a duplicate delivery gets False."""
         now = timezone.now()
-        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(
-            status=Run.StatusChoices.RUNNING, worker_id=worker_id, started_at=now, lease_expires_at=now + lease
-        )
-        if won:
-            self.refresh_from_db()
+        fields = {
+            "status": Run.StatusChoices.RUNNING,
+            "worker_id": worker_id,
+            "started_at": now,
+            "lease_expires_at": now + lease,
+        }
+        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(**fields)
+        if won:  # nothing else changes in a queued row's claim: no need to read it back
+            for name, value in fields.items():
+                setattr(self, name, value)
         return won == 1
 
     def renew_lease(self, worker_id: str, lease: timedelta) -> bool:

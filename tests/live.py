@@ -145,7 +145,6 @@ def live_stack(django_db_blocker: Any, suite: str, extra_env: dict[str, str] | N
         "PUBLIC_BASE_URL": url,  # signed artifact links must point at this server
         "API_KEYS": "",
         "PYTHONUNBUFFERED": "1",
-        "dramatiq_worker_timeout": "20",  # as `make run`: the consumer polls Redis every 20 ms
         **(extra_env or {}),
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the servers keep Django's check
