@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
+# A taken warm sandbox is replaced once its run has been quiet this long (the worker saves the result
+# and the waiting request answers meanwhile), or at once when its language has none left.
+REFILL_QUIET_S = 0.03
 MAX_OPEN_FILES = 4096
 PRLIMIT = "/usr/bin/prlimit"
 INFO_TIMEOUT_S = 10.0
@@ -64,6 +67,7 @@ class BwrapBackend(StepBackend):
         self._pool_thread: threading.Thread | None = None
         self._warm_taken: dict[str, _Warm] = {}
         self._pool_starting: set[str] = set()
+        self._refill_at = 0.0
         self.warm_used = 0
 
     @property
@@ -309,6 +313,12 @@ class BwrapBackend(StepBackend):
                 if not wanted:
                     self._pool_cond.wait(timeout=1.0)
                     continue
+                # Starting a sandbox takes CPU from the run that just ended, whose result is still being
+                # saved and sent: wait for a quiet moment unless a language has no sandbox left.
+                quiet_in = self._refill_at - time.monotonic()
+                if quiet_in > 0 and all(self._pool.get(lang.name) for lang in wanted):
+                    self._pool_cond.wait(timeout=quiet_in)
+                    continue
             for lang in wanted:
                 if self._pool_stop.is_set():
                     return
@@ -391,7 +401,8 @@ class BwrapBackend(StepBackend):
         if warm is not None and not warm.used:  # taken, but the run ended before its step
             warm.discard(keep_workspace=True)
         with self._pool_cond:
-            self._pool_cond.notify_all()  # refill now, not while the run was using the CPU
+            self._refill_at = time.monotonic() + REFILL_QUIET_S
+            self._pool_cond.notify_all()  # refill soon, not while the run was using the CPU
 
     def _pool_dirs(self) -> list[Path]:
         """The directories of sandboxes the pool holds or is starting (not runs, not leftovers)."""
