@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sandbox.backends.steps import BASE_ENV
-from sandbox.languages import BUILD_DIR, LANGUAGES
+from sandbox.languages import BUILD_DIR, LANGUAGES, RUBY_PRELUDE
 
 from .common import EXPECTED_STDOUT, HELLO, Action, BenchError
 
 GO_BINARY = "go-binary"
 SANDBOX_TMP = "/tmp"
+PRELUDE_SOURCE = Path(__file__).resolve().parent.parent / "sandbox" / "ruby_prelude.rb"
 TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 
 
@@ -91,8 +92,9 @@ class Bare:
 
     @staticmethod
     def _at(argv: Sequence[str], workdir: Path) -> list[str]:
-        """The language table's argv with the sandbox's /build moved into `workdir`."""
-        return [_under(arg, BUILD_DIR, workdir / "build") for arg in argv]
+        """The language table's argv with the sandbox's /build moved into `workdir`, and the Ruby prelude
+        (a synthetic /etc file in the sandbox) read from the repository."""
+        return [_under(arg, BUILD_DIR, workdir / "build").replace(RUBY_PRELUDE, str(PRELUDE_SOURCE)) for arg in argv]
 
 
 def _exec(argv: Sequence[str], workdir: Path, env: dict[str, str], expected_stdout: str) -> None:

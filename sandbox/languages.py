@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from .errors import InvalidSpec
 
+# Where the sandbox shows sandbox/ruby_prelude.rb (a synthetic /etc file, as passwd is).
+RUBY_PRELUDE = "/etc/codeexec-ruby-prelude.rb"
+
 
 @dataclasses.dataclass(frozen=True)
 class Language:
@@ -73,7 +76,8 @@ LANGUAGES: dict[str, Language] = {
             name="ruby",
             aliases=("rb",),
             entry_file="main.rb",
-            run=("/usr/bin/ruby", "main.rb"),
+            # RubyGems loads on demand: the prelude keeps every bundled gem requirable (ruby_prelude.rb).
+            run=("/usr/bin/ruby", "--disable-gems", f"-r{RUBY_PRELUDE}", "main.rb"),
             version_probe=("/usr/bin/ruby", "-e", "print RUBY_VERSION"),
         ),
         Language(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..buildcache import BuildCache
 from ..errors import InvalidSpec, SandboxUnavailable
-from ..languages import BUILD_DIR, Language, all_languages, get_language
+from ..languages import BUILD_DIR, RUBY_PRELUDE, Language, all_languages, get_language
 from ..limits import MIB, Limits
 from ..outcome import StepUsage, classify, text
 from ..result import ErrorCode, RunError, RunResult, Status, Usage
@@ -40,6 +40,7 @@ SYNTHETIC_ETC = {
     "hosts": "127.0.0.1 localhost\n::1 localhost\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\nservices: files\nprotocols: files\n",
     "hostname": "sandbox\n",
+    RUBY_PRELUDE.removeprefix("/etc/"): (Path(__file__).resolve().parent.parent / "ruby_prelude.rb").read_text(),
 }
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
