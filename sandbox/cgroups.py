@@ -147,11 +147,13 @@ class RunCgroup:
         self.paths = driver.paths(name)
         self.v2 = driver.version == 2
         self.cpu_baseline_ms = 0
+        self.memory_limit: int | None = None
 
     def _p(self, ctrl: str, file: str) -> Path:
         return self.paths["unified" if self.v2 else ctrl] / file
 
     def create(self, memory_bytes: int, pids_max: int) -> None:
+        self.memory_limit = memory_bytes
         for path in self.paths.values():
             try:
                 path.mkdir(exist_ok=False)
@@ -181,6 +183,7 @@ class RunCgroup:
 
     def set_limits(self, memory_bytes: int, pids_max: int) -> None:
         """New limits for a group that already has processes (a warm sandbox taken by a run)."""
+        self.memory_limit = memory_bytes
         if self.v2:
             _write(self._p("memory", "memory.max"), str(memory_bytes))
         else:
@@ -230,10 +233,14 @@ class RunCgroup:
     def memory_peak_bytes(self) -> int | None:
         try:
             if self.v2:
-                return int(_read(self._p("memory", "memory.peak")))
-            return int(_read(self._p("memory", "memory.max_usage_in_bytes")))
+                peak = int(_read(self._p("memory", "memory.peak")))
+            else:
+                peak = int(_read(self._p("memory", "memory.max_usage_in_bytes")))
         except (OSError, ValueError):
             return None  # e.g. v2 kernels before 5.19 have no memory.peak
+        # A charge the kernel cannot refuse (a dying process's, say) may pass the limit by a page or
+        # two; the program itself never had more than the limit.
+        return min(peak, self.memory_limit) if self.memory_limit is not None else peak
 
     def oom_kills(self) -> int:
         try:
