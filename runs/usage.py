@@ -24,6 +24,7 @@ COLUMNS = ("runs", *STATUSES, *SUMS)
 MAX_RANGE_DAYS = 366
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_RANGE_DAYS = 30
+GROUPS = {"owner_id", "date", "language"}
 
 
 def counters() -> dict[str, Any]:
@@ -57,6 +58,8 @@ def grouped(
     can neither count a day twice nor lose it. `with_key` adds the owner's label and prefix (and orders
     by label first, then owner_id), as the per-key report lists them.
     """
+    if not set(group) <= GROUPS or (with_key and "owner_id" not in group):
+        raise ValueError(f"cannot group usage by {group!r}")
     live = (
         runs_in_range(start, end, key)
         .annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
@@ -80,8 +83,9 @@ def grouped(
         keys += [f"k.{qn('label')}", f"k.{qn('prefix')}"]
         order = [f"k.{qn('label')}", *order]  # the key's label first, as the report has always listed it
     sums = ", ".join(f"SUM(u.{qn(c)})::bigint AS {qn(c)}" for c in COLUMNS)
+    # Only quoted constant identifiers and Django's own SQL are formatted in; every value is a parameter.
     sql = (
-        f"SELECT {', '.join(select)}, {sums} FROM ("
+        f"SELECT {', '.join(select)}, {sums} FROM ("  # noqa: S608
         f"SELECT {columns}, {counts} FROM ({live_sql}) AS live"
         f" UNION ALL SELECT {columns}, {counts} FROM {qn(UsageDaily._meta.db_table)} WHERE {daily_where}"
         f") AS u{join} GROUP BY {', '.join(keys)} ORDER BY {', '.join(order)}"
