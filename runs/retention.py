@@ -219,7 +219,7 @@ def purge_expired(now: dt.datetime | None = None, dry_run: bool = False) -> dict
     if settings.RUN_RETENTION_DAYS > 0:
         last = (now - dt.timedelta(days=settings.RUN_RETENTION_DAYS)).astimezone(dt.UTC).date() - dt.timedelta(days=1)
         days = UsageRollupDay.objects.filter(date__lte=last, purged_at__isnull=True).order_by("date")
-        for day in days.values_list("date", flat=True):
+        for day in list(days.values_list("date", flat=True)):
             purged = _purge_runs(day, dry_run)
             for name, count in purged.items():
                 counts[name] += count
@@ -236,8 +236,10 @@ def run_retention(now: dt.datetime | None = None, dry_run: bool = False) -> dict
     """Roll usage up, then purge: the janitor's periodic job. With `dry_run` nothing is kept or deleted."""
     now = now or timezone.now()
     if not dry_run:
-        rolled = rollup_usage(now)
-        return {"rolled_up_days": rolled, **purge_expired(now)}
+        counts = {"rolled_up_days": rollup_usage(now), **purge_expired(now)}
+        if any(counts.values()):
+            log.info("retention: %s", " ".join(f"{name}={count}" for name, count in counts.items()))
+        return counts
     with transaction.atomic():  # roll up for real so the purge counts are exact, then undo it all
         rolled = rollup_usage(now)
         counts = purge_expired(now, dry_run=True)

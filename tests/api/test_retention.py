@@ -23,6 +23,7 @@ from django.test import Client
 from django.utils import timezone
 
 from files.models import File
+from runs import retention as retention_module
 from runs.models import ApiKey, Run, UsageDaily, UsageRollupDay
 from runs.retention import ROLLUP_LOCK_ID, last_complete_day, purge_expired, rollup_usage, run_retention
 from runs.usage import COLUMNS
@@ -171,8 +172,11 @@ def _rolled_up_totals() -> dict[str, int]:
 
 
 def test_it_deletes_expired_runs_and_keeps_every_usage_figure(
-    alice: Tenant, bob: Tenant, staff: Client, history: dict[str, Any]
+    alice: Tenant, bob: Tenant, staff: Client, history: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Small batches and chunks, so the loops over a backlog run several times.
+    monkeypatch.setattr(retention_module, "BATCH_SIZE", 2)
+    monkeypatch.setattr(retention_module, "ROLLUP_CHUNK_DAYS", 7)
     before = _outputs([alice, bob], staff, history)
     # Sanity: the figures are not trivial (the main range holds every run of both keys).
     main = before[f"api alice {(history['today'] - dt.timedelta(days=60)).isoformat()} {history['today']} day"]
@@ -447,3 +451,17 @@ def test_the_command_can_only_roll_up(history: dict[str, Any]) -> None:
     assert set(out) == {"dry_run", "rolled_up_days"} and out["rolled_up_days"] > 0
     assert Run.objects.count() == len(history["runs"])
     assert UsageRollupDay.objects.count() == out["rolled_up_days"]
+
+
+def test_the_admin_shows_the_roll_up_read_only(staff: Client, history: dict[str, Any]) -> None:
+    run_retention()
+    row = UsageDaily.objects.filter(date=history["old"][0]).order_by("owner", "language").first()
+    assert row is not None
+    for path in ("/admin/runs/usagedaily/", "/admin/runs/usagerollupday/"):
+        page = staff.get(path)
+        assert page.status_code == 200, path
+        assert history["old"][0].strftime("%Y") in page.content.decode()
+    assert staff.get("/admin/runs/usagedaily/add/").status_code == 403
+    assert staff.get(f"/admin/runs/usagedaily/{row.pk}/delete/").status_code == 403
+    detail = staff.get(f"/admin/runs/usagedaily/{row.pk}/change/")
+    assert detail.status_code == 200 and b'name="runs"' not in detail.content  # no editable field
