@@ -231,3 +231,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# ---- Retention (runs.retention: the janitor and `manage.py retention`) -----------------------------
+# Runs (with their artifacts) and uploaded files older than this many days are deleted; 0 keeps them
+# forever. Usage figures survive: each finished UTC day is rolled up before its runs go.
+RUN_RETENTION_DAYS = env_int("RUN_RETENTION_DAYS", 30, minimum=0)
+FILE_RETENTION_DAYS = env_int("FILE_RETENTION_DAYS", 0, minimum=0)

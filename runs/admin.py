@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .models import VISIBLE_PREFIX_CHARS, ApiKey, Run, generate_token, hash_token
+from .models import VISIBLE_PREFIX_CHARS, ApiKey, Run, UsageDaily, UsageRollupDay, generate_token, hash_token
 from .render import render_artifact
 
 
@@ -213,3 +213,30 @@ class RunAdmin(admin.ModelAdmin[Run]):
                 ((a["url"], a["path"], a["bytes"], a["content_type"]) for a in rendered),
             ),
         )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    """Written by runs.retention only: the admin shows it and changes nothing."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(UsageRollupDay)
+class UsageRollupDayAdmin(ReadOnlyAdmin):
+    list_display = ("date", "runs", "rolled_up_at", "purged_at")
+    date_hierarchy = "date"
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(ReadOnlyAdmin):
+    list_display = ("date", "owner", "language", "runs", "succeeded", "failed", "cpu_ms", "wall_ms")
+    list_filter = ("language", "owner")
+    list_select_related = ("owner",)
+    date_hierarchy = "date"

@@ -231,3 +231,54 @@ class Run(models.Model):
             error_message=message,
         )
         return won == 1
+
+
+class UsageRollupDay(models.Model):
+    """One UTC day whose runs are summed in UsageDaily: from then on the roll-up, not the runs, counts it.
+
+    Written in the same transaction as the day's UsageDaily rows (days without runs get one too), so a
+    day is either wholly in the roll-up or wholly in the runs table, never both (runs.retention).
+    """
+
+    date = models.DateField(unique=True)
+    runs = models.BigIntegerField(default=0, help_text="Runs of the day when it was rolled up.")
+    rolled_up_at = models.DateTimeField(default=timezone.now)
+    purged_at = models.DateTimeField(null=True, blank=True, help_text="When its runs were deleted (retention).")
+
+    class Meta:
+        verbose_name = "usage roll-up day"
+        ordering = ["-date"]
+
+    def __str__(self) -> str:
+        return self.date.isoformat()
+
+
+class UsageDaily(models.Model):
+    """Every usage counter of one key, UTC day and language, summed from runs that may since be deleted."""
+
+    owner = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_daily")
+    date = models.DateField()
+    language = models.CharField(max_length=16)
+    runs = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    timeout = models.BigIntegerField(default=0)
+    oom = models.BigIntegerField(default=0)
+    cancelled = models.BigIntegerField(default=0)
+    error = models.BigIntegerField(default=0)
+    cpu_ms = models.BigIntegerField(default=0)
+    wall_ms = models.BigIntegerField(default=0)
+    output_bytes = models.BigIntegerField(default=0)
+    artifact_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "daily usage"
+        verbose_name_plural = "daily usage"
+        ordering = ["-date", "owner", "language"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "date", "language"], name="usagedaily_owner_date_language"),
+        ]
+        indexes = [models.Index(fields=["date"], name="usagedaily_date")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} {self.date} {self.language}"

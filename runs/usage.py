@@ -1,4 +1,8 @@
-"""Usage aggregated in SQL over runs: per day or per language, for one key or all of them."""
+"""Usage aggregated in SQL: per day or per language, for one key or all of them.
+
+A UTC day rolled up by runs.retention (a UsageRollupDay row) is read from UsageDaily, whose figures
+outlive the runs that retention deletes; every other day is aggregated over its runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import io
 import re
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
-from .models import ApiKey, Run
+from .models import ApiKey, Run, UsageDaily, UsageRollupDay
 
 STATUSES = ("succeeded", "failed", "timeout", "oom", "cancelled", "error")
 SUMS = ("cpu_ms", "wall_ms", "output_bytes", "artifact_bytes")
@@ -19,6 +24,7 @@ COLUMNS = ("runs", *STATUSES, *SUMS)
 MAX_RANGE_DAYS = 366
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_RANGE_DAYS = 30
+GROUPS = {"owner_id", "date", "language"}
 
 
 def counters() -> dict[str, Any]:
@@ -42,37 +48,85 @@ def runs_in_range(start: dt.date, end: dt.date, key: ApiKey | None = None) -> Qu
     return queryset.filter(owner=key) if key is not None else queryset
 
 
+def grouped(
+    start: dt.date, end: dt.date, group: tuple[str, ...], key: ApiKey | None = None, with_key: bool = False
+) -> list[dict[str, Any]]:
+    """Counters per `group` (names among owner_id, date, language) over [start, end], in the group's order.
+
+    A UTC day rolled up by runs.retention is counted from UsageDaily, any other day from its runs. Both
+    halves are one SQL statement, so they see one snapshot: a roll-up or a purge committing meanwhile
+    can neither count a day twice nor lose it. `with_key` adds the owner's label and prefix (and orders
+    by label first, then owner_id), as the per-key report lists them.
+    """
+    if not set(group) <= GROUPS or (with_key and "owner_id" not in group):
+        raise ValueError(f"cannot group usage by {group!r}")
+    live = (
+        runs_in_range(start, end, key)
+        .annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
+        .filter(~Exists(UsageRollupDay.objects.filter(date=OuterRef("date"))))
+    )
+    live_sql, live_params = live.values(*group).annotate(**counters()).order_by().query.sql_with_params()
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(c) for c in group)
+    counts = ", ".join(qn(c) for c in COLUMNS)
+    daily_where = f"{qn('date')} >= %s AND {qn('date')} <= %s"
+    daily_params: list[Any] = [start, end]
+    if key is not None:
+        daily_where += f" AND {qn('owner_id')} = %s"
+        daily_params.append(key.pk)
+    keys = [f"u.{qn(c)}" for c in group]
+    select, order = list(keys), list(keys)
+    join = ""
+    if with_key:
+        join = f" JOIN {qn(ApiKey._meta.db_table)} k ON k.{qn('id')} = u.{qn('owner_id')}"
+        select += [f"k.{qn('label')} AS {qn('key')}", f"k.{qn('prefix')} AS {qn('key_prefix')}"]
+        keys += [f"k.{qn('label')}", f"k.{qn('prefix')}"]
+        order = [f"k.{qn('label')}", *order]  # the key's label first, as the report has always listed it
+    sums = ", ".join(f"SUM(u.{qn(c)})::bigint AS {qn(c)}" for c in COLUMNS)
+    # Only quoted constant identifiers and Django's own SQL are formatted in; every value is a parameter.
+    sql = (
+        f"SELECT {', '.join(select)}, {sums} FROM ("  # noqa: S608
+        f"SELECT {columns}, {counts} FROM ({live_sql}) AS live"
+        f" UNION ALL SELECT {columns}, {counts} FROM {qn(UsageDaily._meta.db_table)} WHERE {daily_where}"
+        f") AS u{join} GROUP BY {', '.join(keys)} ORDER BY {', '.join(order)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*live_params, *daily_params])
+        names = [d.name for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _total(rows: list[dict[str, Any]]) -> dict[str, int]:
+    total = zero()
+    for row in rows:
+        for name in COLUMNS:
+            total[name] += int(row[name])
+    return total
+
+
 def usage(start: dt.date, end: dt.date, group_by: str, key: ApiKey | None = None) -> dict[str, Any]:
-    queryset = runs_in_range(start, end, key)
     data: list[dict[str, Any]]
     if group_by == "day":
-        rows = {
-            row["date"]: row
-            for row in queryset.annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
-            .values("date")
-            .annotate(**counters())
-            .order_by("date")
-        }
+        rows = {row["date"]: row for row in grouped(start, end, ("date",), key)}
         data = []
         day = start
         while day <= end:  # every day of the range, zeros included, so charts need no gaps filled
             row = rows.get(day)
-            values = {k: int(row[k]) for k in zero()} if row else zero()
+            values = {k: int(row[k]) for k in COLUMNS} if row else zero()
             data.append({"date": day.isoformat(), **values})
             day += dt.timedelta(days=1)
     else:
         data = [
-            {"language": row["language"], **{k: int(row[k]) for k in zero()}}
-            for row in queryset.values("language").annotate(**counters()).order_by("language")
+            {"language": row["language"], **{k: int(row[k]) for k in COLUMNS}}
+            for row in grouped(start, end, ("language",), key)
         ]
-    total = queryset.aggregate(**counters())
     return {
         "object": "usage",
         "start": start.isoformat(),
         "end": end.isoformat(),
         "group_by": group_by,
         "data": data,
-        "total": {k: int(total[k]) for k in zero()},
+        "total": _total(data),
     }
 
 
@@ -102,25 +156,20 @@ def per_key_per_day(
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Rows {key, key_prefix, key_id, date, counters...} for every key and day with runs, and the total.
 
-    The operator's report (usage_report, the admin usage page): the same SQL as GET /v1/usage, so the
-    figures agree for the same range.
+    The operator's report (usage_report, the admin usage page): the same SQL as GET /v1/usage (runs and
+    the daily roll-up), so the figures agree for the same range.
     """
-    queryset = runs_in_range(start, end, key)
     rows = [
         {
-            "key": row["owner__label"],
-            "key_prefix": row["owner__prefix"],
+            "key": row["key"],
+            "key_prefix": row["key_prefix"],
             "key_id": row["owner_id"],
             "date": row["date"].isoformat(),
             **{c: int(row[c]) for c in COLUMNS},
         }
-        for row in queryset.annotate(date=TruncDate("created_at", tzinfo=dt.UTC))
-        .values("owner__label", "owner__prefix", "owner_id", "date")
-        .annotate(**counters())
-        .order_by("owner__label", "owner_id", "date")
+        for row in grouped(start, end, ("owner_id", "date"), key, with_key=True)
     ]
-    total = usage(start, end, "language", key)["total"] if rows else zero()
-    return rows, total
+    return rows, _total(rows)
 
 
 def csv_text(rows: list[dict[str, Any]], total: dict[str, int]) -> str:
