@@ -57,8 +57,12 @@ def bind(**fields: str | None) -> None:
 
 @contextmanager
 def bound(**fields: str | None) -> Iterator[None]:
-    """Context fields for the duration of a block (a worker binds its run this way)."""
-    tokens = [(_context[name], _context[name].set(value)) for name, value in fields.items()]
+    """Context fields for the duration of a block (a request, a run). At its end every field is as it
+    was before, including those `bind()` set inside it."""
+    unknown = set(fields) - set(CONTEXT_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown log context fields: {sorted(unknown)}")
+    tokens = [(var, var.set(fields[name] if name in fields else var.get())) for name, var in _context.items()]
     try:
         yield
     finally:
@@ -87,10 +91,8 @@ class JsonFormatter(_JsonFormatter):
         log_data["logger"] = record.name
         log_data["message"] = record.message
         log_data["pid"] = record.process
-        for name in CONTEXT_FIELDS:
-            value = record.__dict__.get(name) or _context[name].get()
-            if value is not None:
-                log_data[name] = str(value)
+        for name, value in _context_of(record).items():
+            log_data[name] = value
         for key, value in record.__dict__.items():
             if key not in _NOT_EXTRA and not key.startswith("_") and isinstance(value, _PLAIN):
                 log_data.setdefault(key, value)
@@ -108,10 +110,23 @@ class TextFormatter(logging.Formatter):
         return _iso_time(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {name: record.__dict__.get(name) or _context[name].get() for name in CONTEXT_FIELDS}
-        pairs = " ".join(f"{name}={value}" for name, value in fields.items() if value)
+        pairs = " ".join(f"{name}={value}" for name, value in _context_of(record).items())
         record.context = f"[{pairs}] " if pairs else ""
         return super().format(record)
+
+
+def _context_of(record: logging.LogRecord) -> dict[str, str]:
+    """The record's own context fields (extra=...), else the context's. Django logs a request's answer
+    (`django.request`: "Internal Server Error: ...") after the middleware has returned, so its request id
+    comes from the request the record carries."""
+    fields = {}
+    for name in CONTEXT_FIELDS:
+        value = record.__dict__.get(name) or _context[name].get()
+        if value is None and name == "request_id":
+            value = getattr(record.__dict__.get("request"), "request_id", None)
+        if value is not None:
+            fields[name] = str(value)
+    return fields
 
 
 def _iso_time(created: float) -> str:
