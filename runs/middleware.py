@@ -52,12 +52,20 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["x-request-id"] = request_id
         seconds = time.perf_counter() - started
-        if isinstance(response, StreamingHttpResponse) and not isinstance(response, FileResponse):
+        if (
+            isinstance(response, StreamingHttpResponse)
+            and not isinstance(response, FileResponse)
+            and not response.is_async
+        ):
             # What the stream's generator logs, while gunicorn iterates it, belongs to this request too.
             # (Downloads keep their file object, which gunicorn may hand to sendfile.)
             response.streaming_content = _in_context(logs.current(), response.streaming_content)
-        route = route_name(request)
-        metrics.observe_request(request.method or "", route, response.status_code, seconds)
+        try:
+            route = route_name(request)
+            metrics.observe_request(request.method or "", route, response.status_code, seconds)
+        except Exception:  # bookkeeping never fails a request
+            route = "unknown"
+            log.warning("could not record the request's metrics", exc_info=True)
         log.log(
             logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
             "%s %s %s",
