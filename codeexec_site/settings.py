@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
 
 from .env import env_bool, env_int, env_list, env_str
+from .logs import logging_config
 
 django_stubs_ext.monkeypatch()  # ModelAdmin[Model] and friends at run time, as the type checker sees them
 
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_ratelimit",
+    "codeexec_site",  # before django_dramatiq: its `rundramatiq` (logs in LOG_FORMAT) replaces that app's
     "django_dramatiq",
     "runs",
     "files",
@@ -225,12 +227,14 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# ---- observability -------------------------------------------------------------------------------
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'text', got {LOG_FORMAT!r}")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # ---- Retention (runs.retention: the janitor and `manage.py retention`) -----------------------------
 # Runs (with their artifacts) and uploaded files older than this many days are deleted; 0 keeps them

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from files.views import FileViewSet
 from runs import views as run_views
+from runs.metrics import metrics_view
 from runs.views import RuntimesViewSet, RunViewSet, UsageViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -19,6 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", run_views.healthz),
     path("readyz", run_views.readyz),
+    path("metrics", metrics_view, name="metrics"),  # a plain Django view: not in the OpenAPI schema
     path("", include("playground.urls")),
 ]
 

@@ -9,6 +9,8 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from codeexec_site import logs
+
 from .models import ApiKey, hash_token
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -61,6 +63,7 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
         if not key.is_usable:
             _limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        logs.bind(key=key.label)  # the label, never the token, in this request's log lines
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)  # at most once a minute per key

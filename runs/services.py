@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from codeexec_site import logs
 from files.models import File
 
 from . import redis as cx_redis
@@ -60,6 +61,7 @@ def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
             metadata=data.get("metadata", {}),
         )
         transaction.on_commit(lambda: execute_run.send(run.public_id, stream=stream))
+    logs.bind(run_id=run.public_id)  # the rest of the request's log lines name the run
     return run
 
 

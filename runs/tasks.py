@@ -14,9 +14,11 @@ from typing import Any
 import dramatiq
 from django.core.files import File as DjangoFile
 
+from codeexec_site import logs
 from files.models import File
 from sandbox import ErrorCode, InputFile, InvalidSpec, Limits, RunError, RunResult, RunSpec, SourceFile, Status, Usage
 
+from . import metrics
 from . import redis as cx_redis
 from .models import Run
 from .sandbox import get_sandbox
@@ -147,13 +149,20 @@ class _EventWriter:
 def execute_run(run_id: str, stream: bool = False) -> None:
     """Execute one run at most once: a duplicate delivery loses the claim and does nothing.
     With `stream`, its events (started, output chunks, completed) also go to Redis as they happen."""
+    with logs.bound(run_id=run_id, key=None):  # every line logged for this run names it and its key
+        _execute_run(run_id, stream)
+
+
+def _execute_run(run_id: str, stream: bool) -> None:
     run = Run.objects.select_related("owner").filter(public_id=run_id).first()
     if run is None:
         return
+    logs.bind(key=run.owner.label)
     worker = f"{PRESENCE.id}:{threading.get_ident()}"
     if not run.claim(worker, LEASE):
         log.info("run %s not claimed (status %s): duplicate delivery or cancelled", run_id, run.status)
         return
+    metrics.run_started(run)
     PRESENCE.track(run_id)
     events = _EventWriter(run_id) if stream else None
     if events is not None:
@@ -188,6 +197,7 @@ def execute_run(run_id: str, stream: bool = False) -> None:
         watch.done.set()
         PRESENCE.untrack(run_id)
         shutil.rmtree(artifacts_dir, ignore_errors=True)
+        metrics.run_finished(run)  # before the completion is announced: a client that waited then sees it counted
         if events is not None:
             events.flush()
             events.emit("completed")

@@ -16,6 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from . import metrics
 from . import redis as cx_redis
 from .auth import request_key
 from .errors import APIError, not_found
@@ -169,6 +170,7 @@ class RunViewSet(viewsets.ViewSet):
         run = self._get(request, public_id)
         if run.cancel_if_queued():
             run.refresh_from_db()
+            metrics.run_finished(run)
             return Response(render_run(run))
         if run.request_cancel():
             cx_redis.publish_cancel(run.public_id)
