@@ -7,7 +7,9 @@ Containment of one step, top to bottom:
      seccomp profile from seccomp/ (and AppArmor when configured), non-root user, pids limit,
      memory = memory+swap limit, CPU quota, size-capped /tmp, rlimits, docker-init as pid 1,
      labelled so a janitor can find leftovers;
-  3. attach before start, so no output is missed; stdin written, stdout/stderr read with caps;
+  3. attach before start, so no output is missed; the container starts blocked at a gate (a FIFO
+     its shell reads) until its cgroup has been found, so even a program that ends at once has its
+     CPU time and memory measured; stdin written, stdout/stderr read with caps;
   4. wall clock and the container's cgroup CPU time enforced by killing the container;
   5. OOM from Docker's flag cross-checked with exit status 137 and the cgroup's oom_kill counter;
   6. in `finally`: the container is removed.
@@ -53,6 +55,10 @@ DOCKER_STREAMS = {1: "stdout", 2: "stderr"}
 HIDDEN_DIRS = ("/root", "/home", "/srv", "/var", "/opt", "/mnt", "/media", "/run", "/sys")
 # docker-init (tini) is pid 1: it reaps orphans and passes the program's exit status through.
 DOCKER_INIT = True
+# The program starts once the backend writes a line into this FIFO (then the shell execs it).
+GATE_PATH = "/etc/codeexec-gate"
+GATE_SCRIPT = f'read -r _ < {GATE_PATH} && exec "$@"'
+CGROUP_WAIT_S = 2.0
 
 
 class DockerBackend(StepBackend):
@@ -147,7 +153,7 @@ class DockerBackend(StepBackend):
         return opts
 
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
-        from docker.types import LogConfig, Mount, Ulimit
+        from docker.types import Mount
 
         fsize = self._file_size_cap_bytes(spec, step)
         mounts = [
@@ -166,12 +172,38 @@ class DockerBackend(StepBackend):
         empty = self.host_path(self.static_dir / "empty")
         for path in HIDDEN_DIRS:
             mounts.append(Mount(path, empty, type="bind", read_only=True))
+        gate = ws.run_dir / f"gate-{step.name}"
+        os.mkfifo(gate, 0o644)
+        # Read-write, so that neither our open nor the container's blocks; the line we write releases it.
+        gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mounts.append(Mount(GATE_PATH, self.host_path(gate), type="bind", read_only=True))
+            return self._gated_step(spec, ws, step, mounts, fsize, gate_fd)
+        finally:
+            os.close(gate_fd)
+            gate.unlink(missing_ok=True)
+
+    def _gated_step(
+        self, spec: RunSpec, ws: Workspace, step: Step, mounts: list[Any], fsize: int, gate_fd: int
+    ) -> tuple[StepOutcome, StepUsage]:
+        from docker.types import LogConfig, Ulimit
+
         environment = {**BASE_ENV, "PWD": "/work", **step.env}
         container = self.client.containers.create(
             self.image(spec.lang.name),
             # Docker adds HOSTNAME and the image's ENV to the container's environment; `env -i` gives the
-            # program exactly ours, as bwrap's --clearenv does.
-            command=["/usr/bin/env", "-i", "--", *(f"{k}={v}" for k, v in environment.items()), *step.argv],
+            # program exactly ours, as bwrap's --clearenv does. The shell in front waits at the gate.
+            command=[
+                "/bin/sh",
+                "-c",
+                GATE_SCRIPT,
+                "codeexec-gate",
+                "/usr/bin/env",
+                "-i",
+                "--",
+                *(f"{k}={v}" for k, v in environment.items()),
+                *step.argv,
+            ],
             user=f"{CONTAINER_UID}:{CONTAINER_GID}",
             working_dir="/work",
             environment=environment,
@@ -212,8 +244,10 @@ class DockerBackend(StepBackend):
             raw: socket.socket = sock._sock
             try:
                 container.start()
+                cgroup = self._wait_for_cgroup(container.id)
+                os.write(gate_fd, b"go\n")
                 started = time.monotonic()
-                outcome, usage = self._supervise(container, raw, step, started, self._cancel_check(ws, step))
+                outcome, usage = self._supervise(container, raw, step, started, self._cancel_check(ws, step), cgroup)
             finally:
                 try:
                     raw.close()
@@ -233,9 +267,9 @@ class DockerBackend(StepBackend):
         step: Step,
         started: float,
         is_cancelled: Callable[[], bool],
+        cgroup: RunCgroup | None,
     ) -> tuple[StepOutcome, StepUsage]:
         deadline = started + step.timeout_ms / 1000
-        cgroup = self._container_cgroup(container.id)
         output = CappedOutput(step.max_output_bytes, step.on_output)
         pending = b""
         stdin_view = memoryview(step.stdin)
@@ -305,6 +339,9 @@ class DockerBackend(StepBackend):
                     if stream_id in DOCKER_STREAMS:
                         output.add(DOCKER_STREAMS[stream_id], payload)
         ended = time.monotonic()
+        if cgroup is not None:  # the last reading, if the group is still there
+            cpu_seen = cgroup.cpu_usage_ms() or cpu_seen
+            peak_seen = cgroup.memory_peak_bytes() or peak_seen
         # Hang up before waiting: an engine still copying a flood into our socket would otherwise block
         # the container's teardown (and every call about it) until we read again.
         try:
@@ -332,6 +369,15 @@ class DockerBackend(StepBackend):
         oom = oom_seen > 0 or (code == 137 and bool(state.get("OOMKilled")))
         outcome = output.outcome(code, killed_for, int((ended - started) * 1000))
         return outcome, StepUsage(cpu_ms=cpu_seen, memory_peak_bytes=peak_seen, oom_kills=1 if oom else 0)
+
+    def _wait_for_cgroup(self, container_id: str) -> RunCgroup | None:
+        """The started (and still gated) container's cgroup; None where this host cannot see it."""
+        deadline = time.monotonic() + CGROUP_WAIT_S
+        while True:
+            cgroup = self._container_cgroup(container_id)
+            if cgroup is not None or not self._cgroup_drivers or time.monotonic() >= deadline:
+                return cgroup
+            time.sleep(0.001)
 
     def _container_cgroup(self, container_id: str) -> RunCgroup | None:
         """The container's cgroup on this host (cgroupfs or systemd driver), if we can see it."""
