@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from .common import BenchError, private_dir, progress
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 WEB_WORKERS, WEB_THREADS, WORKER_THREADS = 2, 16, 4
-DESCRIPTION = f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=1"
+DESCRIPTION = f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=0"
 KEY_OPTIONS = ["--rps", "1000", "--burst", "1000", "--max-concurrent-runs", "16"]
 READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -70,7 +71,11 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
         port = _free_port()
         env = {
             **os.environ,
-            "DEBUG": "1",
+            # As in production: DEBUG=0 (Django then keeps no query log), secrets of the bench's own.
+            "DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
+            "SIGNING_KEY": secrets.token_urlsafe(32),
+            "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "SANDBOX_BACKEND": "bwrap",

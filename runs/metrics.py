@@ -188,25 +188,24 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 
 def run_started(run: Run) -> None:
-    """A worker claimed the run: how long it waited in the queue (a metric and a log line)."""
-    try:
-        if run.started_at is not None:
-            waited_s = (run.started_at - run.created_at).total_seconds()
-            run_log.info("run %s started", run.public_id, extra={"language": run.language, "queue_wait_s": waited_s})
-            increments: list[tuple[str, float]] = []
-            _observe(increments, "run_queue_wait_seconds", {}, waited_s)
-            _recorder.record(increments)
-    except Exception:
-        log.warning("metrics: could not record the start of %s", run.public_id, exc_info=True)
+    """A worker claimed the run: a log line with how long it waited in the queue. The wait is observed
+    with the run's end (run_finished), so a run's start costs no Redis round trip."""
+    if run.started_at is not None:
+        waited_s = (run.started_at - run.created_at).total_seconds()
+        run_log.info("run %s started", run.public_id, extra={"language": run.language, "queue_wait_s": waited_s})
 
 
-def run_finished(run: Run) -> None:
+def run_finished(run: Run, fresh: bool = False) -> None:
     """The run reached a terminal status: a log line, and the run counted (once, even when several
-    parties report it) with its sandbox time. Reads the row, so a stale instance is fine; a run that is
-    not terminal is ignored."""
+    parties report it) with its sandbox time and queue wait. Reads the row unless the caller holds it as
+    just saved (`fresh`), so a stale instance is fine; a run that is not terminal is ignored."""
     try:
-        fields = ("public_id", "status", "language", "error_code", "wall_ms", "exit_code")
-        row = Run.objects.filter(pk=run.pk).values(*fields).first()
+        fields = ("public_id", "status", "language", "error_code", "wall_ms", "exit_code", "created_at", "started_at")
+        row: dict[str, Any] | None
+        if fresh:
+            row = {name: getattr(run, name) for name in fields}
+        else:
+            row = Run.objects.filter(pk=run.pk).values(*fields).first()
         if row is None or row["status"] not in TERMINAL_STATUSES:
             return
         run_log.info(
@@ -224,6 +223,9 @@ def run_finished(run: Run) -> None:
             increments.append((_field("sandbox_failures_total", {"code": code}), 1))
         if row["wall_ms"] is not None:
             _observe(increments, "run_duration_seconds", {"language": language}, row["wall_ms"] / 1000)
+        if row["started_at"] is not None:
+            waited_s = (row["started_at"] - row["created_at"]).total_seconds()
+            _observe(increments, "run_queue_wait_seconds", {}, waited_s)
         _recorder.record(increments, once_key=COUNTED_KEY.format(run_id=row["public_id"]))
     except Exception:
         log.warning("metrics: could not record the end of %s", run.public_id, exc_info=True)

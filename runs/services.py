@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Q
 
 from codeexec_site import logs
 from files.models import File
@@ -17,9 +18,10 @@ from .errors import APIError, not_found
 from .models import ApiKey, Run
 
 
-def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
+def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False, public_id: str | None = None) -> Run:
     """Store the run and send its id to a worker once the row is committed (`stream`: the worker also
-    publishes the run's events to Redis as they happen, for `stream_events`)."""
+    publishes the run's events to Redis as they happen, for `stream_events`). `public_id`: an id made
+    beforehand with new_run_id (to subscribe to its completion first)."""
     from .tasks import execute_run
 
     refs = data.get("files") or []
@@ -49,6 +51,7 @@ def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
     with transaction.atomic():
         admit(key)
         run = Run.objects.create(
+            **({"public_id": public_id} if public_id else {}),
             owner=key,
             language=data["language"],
             code=data["code"],
@@ -70,8 +73,12 @@ def admit(key: ApiKey) -> None:
 
     Locking the key's row serialises run creation per key, so two requests cannot both pass the cap.
     """
-    ApiKey.objects.select_for_update().filter(pk=key.pk).first()
-    active = Run.objects.filter(owner=key, status__in=[Run.StatusChoices.QUEUED, Run.StatusChoices.RUNNING]).count()
+    ApiKey.objects.select_for_update().filter(pk=key.pk).values_list("pk").first()
+    # Counted after the lock (a statement of its own sees the runs committed meanwhile), both in one.
+    counts = Run.objects.filter(status__in=[Run.StatusChoices.QUEUED, Run.StatusChoices.RUNNING]).aggregate(
+        active=Count("id", filter=Q(owner=key)), queued=Count("id", filter=Q(status=Run.StatusChoices.QUEUED))
+    )
+    active = counts["active"]
     if active >= key.max_concurrent_runs:
         raise APIError(
             f"This key already has {active} runs queued or running (its limit is {key.max_concurrent_runs}).",
@@ -79,7 +86,7 @@ def admit(key: ApiKey) -> None:
             code="concurrency_limit_exceeded",
             headers={"Retry-After": "1"},
         )
-    if Run.objects.filter(status=Run.StatusChoices.QUEUED).count() >= settings.MAX_QUEUED_RUNS:
+    if counts["queued"] >= settings.MAX_QUEUED_RUNS:
         raise APIError(
             "The server has too many queued runs; retry later.",
             503,
@@ -88,24 +95,47 @@ def admit(key: ApiKey) -> None:
         )
 
 
+class RunWaiter:
+    """Subscribed to a run's completion message from its creation on, so no later completion is missed
+    (a context manager: the subscription ends with the block)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.pubsub = cx_redis.client().pubsub()  # type: ignore[no-untyped-call]
+        try:
+            self.pubsub.subscribe(cx_redis.DONE_CHANNEL.format(run_id=run_id))
+        except BaseException:
+            self.pubsub.close()
+            raise
+
+    def __enter__(self) -> RunWaiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pubsub.close()
+
+    def wait(self, run: Run, max_wait_s: float, fresh: bool = False) -> Run:
+        """Block until the run is terminal or `max_wait_s` passed; the row is reread when the worker's
+        message arrives, at least every 5 s (in case a message was lost), and first unless `fresh`
+        (the caller made the row after subscribing)."""
+        deadline = time.monotonic() + max_wait_s
+        stale = not fresh
+        while True:
+            if stale:
+                run.refresh_from_db()
+            remaining = deadline - time.monotonic()
+            if run.is_terminal or remaining <= 0:
+                return run
+            message = self.pubsub.get_message(timeout=min(remaining, 5.0))
+            # The subscription's own confirmation says nothing about the run.
+            stale = message is None or message.get("type") != "subscribe"
+
+
 def wait_for_terminal(run: Run, max_wait_s: float) -> Run:
     """Block until the run is terminal or `max_wait_s` passed; woken by the worker's Redis message."""
     if run.is_terminal or max_wait_s <= 0:
         return run
-    deadline = time.monotonic() + max_wait_s
-    pubsub = cx_redis.client().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    try:
-        pubsub.subscribe(cx_redis.DONE_CHANNEL.format(run_id=run.public_id))
-        while True:
-            # Subscribed first, then read: a completion between the two cannot be missed.
-            run.refresh_from_db()
-            remaining = deadline - time.monotonic()
-            if run.is_terminal or remaining <= 0:
-                return run
-            # Wake at least every 5 s to reread the row, in case a message was lost.
-            pubsub.get_message(timeout=min(remaining, 5.0))
-    finally:
-        pubsub.close()
+    with RunWaiter(run.public_id) as waiter:  # subscribed, then the row is read: nothing can be missed
+        return waiter.wait(run, max_wait_s)
 
 
 STREAM_BLOCK_MS = 2000

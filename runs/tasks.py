@@ -170,6 +170,7 @@ def _execute_run(run_id: str, stream: bool) -> None:
     watch = _Watch(run, worker)
     watch.start()
     artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
+    saved = False  # the result is saved and `run` holds it
     try:
         try:
             spec = _build_spec(run)
@@ -185,7 +186,8 @@ def _execute_run(run_id: str, stream: bool) -> None:
         if result.status == Status.ERROR and run_id in PRESENCE.cancel_requested:
             result.status, result.error = Status.CANCELLED, RunError(ErrorCode.CANCELLED, "The run was cancelled.")
         try:
-            if not run.finish(result, worker, save_artifacts=_artifact_saver(run, result)):
+            saved = run.finish(result, worker, save_artifacts=_artifact_saver(run, result))
+            if not saved:
                 log.warning("run %s: lost its claim before finishing", run_id)
         except Exception as exc:
             log.exception("run %s: saving the result failed", run_id)
@@ -197,7 +199,8 @@ def _execute_run(run_id: str, stream: bool) -> None:
         watch.done.set()
         PRESENCE.untrack(run_id)
         shutil.rmtree(artifacts_dir, ignore_errors=True)
-        metrics.run_finished(run)  # before the completion is announced: a client that waited then sees it counted
+        # Counted before the completion is announced: a client that waited then sees it counted.
+        metrics.run_finished(run, fresh=saved)
         if events is not None:
             events.flush()
             events.emit("completed")

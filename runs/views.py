@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from . import redis as cx_redis
 from .auth import request_key
 from .errors import APIError, not_found
 from .idempotency import Idempotency
+from .ids import new_run_id
 from .models import Run
 from .pagination import paginate
 from .render import render_run
@@ -32,7 +34,7 @@ from .serializers import (
     RunSerializer,
     UsageReportSerializer,
 )
-from .services import create_run, stream_events, wait_for_terminal
+from .services import RunWaiter, create_run, stream_events, wait_for_terminal
 from .usage import parse_range, usage
 
 CANCEL_WAIT_S = 5.0
@@ -104,23 +106,31 @@ class RunViewSet(viewsets.ViewSet):
         data = serializer.validated_data
         idem = Idempotency.from_request(request, key, "runs", request.data)
         first_id = idem.begin() if idem else None
-        if first_id is not None:
-            run = Run.objects.filter(owner=key, public_id=first_id).first()
-            if run is None:
-                raise not_found("run created under this Idempotency-Key (it was deleted)", param="Idempotency-Key")
-        else:
-            try:
-                run = create_run(key, data, stream=bool(data.get("stream")))
-            except BaseException:
+        wait = not data.get("stream") and data.get("wait", True) and settings.RUN_WAIT_MAX_S > 0
+        with contextlib.ExitStack() as stack:
+            waiter: RunWaiter | None = None
+            if first_id is not None:
+                run = Run.objects.filter(owner=key, public_id=first_id).first()
+                if run is None:
+                    raise not_found("run created under this Idempotency-Key (it was deleted)", param="Idempotency-Key")
+            else:
+                # Subscribed to its completion before the run exists: the new row need not be read back.
+                run_id = new_run_id()
+                try:
+                    waiter = stack.enter_context(RunWaiter(run_id)) if wait else None
+                    run = create_run(key, data, stream=bool(data.get("stream")), public_id=run_id)
+                except BaseException:
+                    if idem:
+                        idem.abandon()
+                    raise
                 if idem:
-                    idem.abandon()
-                raise
-            if idem:
-                idem.complete(run.public_id)
-        if data.get("stream"):
-            return event_stream_response(run)
-        if data.get("wait", True):
-            run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
+                    idem.complete(run.public_id)
+            if data.get("stream"):
+                return event_stream_response(run)
+            if waiter is not None:
+                run = waiter.wait(run, settings.RUN_WAIT_MAX_S, fresh=True)
+            elif wait:
+                run = wait_for_terminal(run, settings.RUN_WAIT_MAX_S)
         code = status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED
         return Response(render_run(run), status=code)
 
