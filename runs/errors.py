@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.http import Http404, HttpRequest, JsonResponse
@@ -117,6 +118,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = exception_handler(exc, context)
     if response is not None:
         return response
+    from . import unavailable
+
+    if unavailable.is_database_unavailable(exc):
+        log.warning("database unavailable in %s: %s", context.get("view"), type(exc).__name__)
+        return Response(unavailable.body(), status=503, headers=unavailable.headers())
     log.exception("unhandled error in %s", context.get("view"))
     return Response(
         envelope("The server had an error while processing your request.", 500, "internal_error"), status=500
@@ -132,6 +138,12 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 
 def handler500(request: HttpRequest) -> JsonResponse:
+    from . import unavailable
+
+    exc = sys.exc_info()[1]  # Django calls this inside its `except` block
+    if unavailable.is_database_unavailable(exc):
+        assert exc is not None
+        return unavailable.response(exc)
     return json_error(request, "The server had an error while processing your request.", 500, "internal_error")
 
 

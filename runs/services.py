@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,12 +16,12 @@ from . import redis as cx_redis
 from .errors import APIError, not_found
 from .models import ApiKey, Run
 
+log = logging.getLogger(__name__)
+
 
 def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
     """Store the run and send its id to a worker once the row is committed (`stream`: the worker also
     publishes the run's events to Redis as they happen, for `stream_events`)."""
-    from .tasks import execute_run
-
     refs = data.get("files") or []
     if refs:
         owned = set(
@@ -59,8 +60,22 @@ def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False) -> Run:
             limits=data["limits"].as_dict(),
             metadata=data.get("metadata", {}),
         )
-        transaction.on_commit(lambda: execute_run.send(run.public_id, stream=stream))
+        transaction.on_commit(lambda: enqueue_run(run.public_id, stream=stream))
     return run
+
+
+def enqueue_run(run_id: str, stream: bool = False) -> bool:
+    """Send a queued run to the workers. The database is the source of truth: when the broker cannot
+    take the message, the run stays queued and the janitor sends it again (runs/janitor.py), so the
+    caller's answer does not depend on it. Sending twice is harmless (the claim is conditional)."""
+    from .tasks import execute_run
+
+    try:
+        execute_run.send(run_id, stream=stream)
+    except Exception:
+        log.warning("run %s: could not send it to the broker; the janitor will", run_id, exc_info=True)
+        return False
+    return True
 
 
 def admit(key: ApiKey) -> None:

@@ -141,12 +141,18 @@ PRESENCE = WorkerPresence()
 
 
 class WorkerPresenceMiddleware(Middleware):
-    """Starts and stops the process's WorkerPresence with the Dramatiq worker."""
+    """Starts and stops the process's WorkerPresence and periodic jobs (runs/scheduler.py: the janitor
+    runs once now and then periodically) with the Dramatiq worker."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from .sandbox import get_sandbox
+        from .scheduler import SCHEDULER
 
         PRESENCE.start()
+        try:
+            SCHEDULER.start()
+        except Exception:
+            log.exception("could not start the periodic jobs (janitor); crashed runs are not recovered here")
         try:
             get_sandbox().start_pool()  # warm sandboxes for the commonest runs (SANDBOX_WARM_POOL)
         except Exception:
@@ -154,6 +160,8 @@ class WorkerPresenceMiddleware(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from .sandbox import get_sandbox
+        from .scheduler import SCHEDULER
 
+        SCHEDULER.stop()
         PRESENCE.stop()
         get_sandbox().close()
