@@ -120,9 +120,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return response
     from . import unavailable
 
-    if unavailable.is_database_unavailable(exc):
-        log.warning("database unavailable in %s: %s", context.get("view"), type(exc).__name__)
-        return Response(unavailable.body(), status=503, headers=unavailable.headers())
+    code = unavailable.unavailable_code(exc)
+    if code:
+        log.warning("%s in %s: %s", code, context.get("view"), type(exc).__name__)
+        return Response(unavailable.body(code), status=503, headers=unavailable.headers())
     log.exception("unhandled error in %s", context.get("view"))
     return Response(
         envelope("The server had an error while processing your request.", 500, "internal_error"), status=500
@@ -140,10 +141,9 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 def handler500(request: HttpRequest) -> JsonResponse:
     from . import unavailable
 
-    exc = sys.exc_info()[1]  # Django calls this inside its `except` block
-    if unavailable.is_database_unavailable(exc):
-        assert exc is not None
-        return unavailable.response(exc)
+    code = unavailable.unavailable_code(sys.exc_info()[1])  # Django calls this inside its `except` block
+    if code:
+        return unavailable.response(code)
     return json_error(request, "The server had an error while processing your request.", 500, "internal_error")
 
 
