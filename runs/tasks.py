@@ -37,8 +37,8 @@ CANCEL_POLL_S = 1.0
 ACTOR_TIME_LIMIT_MS = 10 * 60 * 1000
 # A database that cannot be reached (not a bad query).
 DB_DOWN = (InterfaceError, OperationalError)
-# A message that met a database outage before its claim is retried (with backoff) for this long; past
-# that the janitor re-sends it for the still-queued run.
+# A message that met a database outage is retried this many times (backoff 1 s doubling to 30 s: about
+# five minutes); past that the janitor re-sends the still-queued run's message.
 DB_RETRIES = 12
 
 

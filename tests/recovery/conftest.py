@@ -62,7 +62,9 @@ def storage_tmpfs() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def stack(private_postgres: PrivatePostgres, private_redis: PrivateRedis, storage_tmpfs: Path) -> Iterator[RecoveryStack]:
+def stack(
+    private_postgres: PrivatePostgres, private_redis: PrivateRedis, storage_tmpfs: Path
+) -> Iterator[RecoveryStack]:
     root = Path(tempfile.mkdtemp(prefix="codeexec-recovery-", dir="/tmp"))
     os.chmod(root, 0o711)  # the sandbox uid must traverse it
     live = RecoveryStack(private_postgres, private_redis, root, storage_tmpfs)

@@ -100,11 +100,9 @@ class RecoveryStack:
 
     def prepare(self) -> None:
         self.manage("migrate", "--noinput")
-        self.token = (
-            self.manage(
-                "createapikey", "recovery", "--rps", "1000", "--burst", "1000", "--max-concurrent-runs", "100"
-            ).strip()
-        )
+        self.token = self.manage(
+            "createapikey", "recovery", "--rps", "1000", "--burst", "1000", "--max-concurrent-runs", "100"
+        ).strip()
 
     def start_web(self) -> None:
         with (self.logs / "gunicorn.log").open("ab") as log:

@@ -34,9 +34,7 @@ def test_it_reexecutes_a_run_of_a_killed_worker_then_ends_it_worker_lost(healthy
     status, short_run = stack.post_run(SHORT, limits=limits)
     assert status == 202, short_run
     long_id, short_id = long_run["id"], short_run["id"]
-    wait_until(
-        lambda: _running_here(stack, long_id, 1) and _running_here(stack, short_id, 1), 30, "both runs to start"
-    )
+    wait_until(lambda: _running_here(stack, long_id, 1) and _running_here(stack, short_id, 1), 30, "both runs to start")
 
     # Crash 1: both runs lose their worker during their first attempt.
     stack.kill_worker()
