@@ -214,14 +214,14 @@ def execute_run(run_id: str, stream: bool = False) -> None:
     if not run.claim(worker, lease()):
         log.info("run %s not claimed (status %s): duplicate delivery or cancelled", run_id, run.status)
         return
-    if run.attempts > 1:
-        _clear_previous_attempt(run_id)
     PRESENCE.track(run_id)
     events = _EventWriter(run_id) if stream else None
     if events is not None:
         events.emit("started")
     watch = _Watch(run, worker)
     watch.start()
+    if run.attempts > 1:
+        _clear_previous_attempt(run_id)
     artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
     try:
         try:
@@ -266,12 +266,25 @@ def execute_run(run_id: str, stream: bool = False) -> None:
 
 
 def _clear_previous_attempt(run_id: str) -> None:
-    """A re-queued run gets the same sandbox names again: remove what its lost attempt left on this host
-    (nothing of a live process is touched; the janitor does the same for every run, periodically)."""
-    try:
-        removed = get_sandbox().cleanup_orphans()
-    except Exception:
-        log.warning("run %s: could not clean up before its new attempt", run_id, exc_info=True)
-        return
-    if removed:
-        log.info("run %s: removed %d leftovers before its new attempt", run_id, len(removed))
+    """A re-queued run gets the same sandbox names again. Remove what its lost attempt left on this host
+    if its process is gone, or wait (at most a lease) while a worker of this host that lost the run but
+    is still alive notices its refused renewal and tears its sandbox down."""
+    backend = get_sandbox()
+    deadline = time.monotonic() + lease().total_seconds()
+    waited = False
+    while True:
+        try:
+            backend.cleanup_orphans()
+            left = [item for item in backend.leftovers() if run_id in item]
+        except Exception:
+            log.warning("run %s: could not clean up before its new attempt", run_id, exc_info=True)
+            return
+        if not left:
+            return
+        if not waited:
+            waited = True
+            log.info("run %s: waiting for its previous attempt's sandbox to go: %s", run_id, ", ".join(left))
+        if time.monotonic() > deadline:
+            log.warning("run %s: its previous attempt's sandbox is still here: %s", run_id, ", ".join(left))
+            return
+        time.sleep(0.2)

@@ -7,6 +7,7 @@ Redis, which is how /readyz and /v1/runtimes know that runs can execute and what
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -34,7 +35,8 @@ class WorkerPresence:
 
     def __init__(self) -> None:
         self.id = worker_id()
-        self.local_runs: set[str] = set()
+        # run id -> attempts executing here (two while a lost attempt still tears down beside its successor)
+        self.local_runs: collections.Counter[str] = collections.Counter()
         self.cancel_requested: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,12 +63,14 @@ class WorkerPresence:
     # runs executing here, so a cancel message can reach their sandbox
     def track(self, run_id: str) -> None:
         with self._lock:
-            self.local_runs.add(run_id)
+            self.local_runs[run_id] += 1
 
     def untrack(self, run_id: str) -> None:
         with self._lock:
-            self.local_runs.discard(run_id)
-            self.cancel_requested.discard(run_id)
+            self.local_runs[run_id] -= 1
+            if self.local_runs[run_id] <= 0:
+                del self.local_runs[run_id]
+                self.cancel_requested.discard(run_id)
 
     def cancel_local(self, run_id: str) -> None:
         from .sandbox import get_sandbox

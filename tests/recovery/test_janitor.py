@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
@@ -26,7 +28,8 @@ from dramatiq.brokers import redis as dramatiq_redis
 from runs.janitor import live_message_run_ids, run_janitor
 from runs.locks import lock_key
 from runs.models import ApiKey, Run
-from runs.tasks import execute_run
+from runs.sandbox import get_sandbox
+from runs.tasks import _clear_previous_attempt, execute_run
 from sandbox import RunResult, Status, Usage, get_backend
 from sandbox.backends.base import SandboxConfig
 from tests.support import database_url, with_redis_db
@@ -277,3 +280,53 @@ def test_it_removes_the_sandbox_leftovers_of_dead_runs_only(bwrap_backend: Any) 
         assert live_fd is not None
         os.close(live_fd)
     assert sorted(backend.cleanup_orphans()) == ["cgroup:run_live.run", "dir:run_live"]  # its process is gone now
+
+
+@pytest.fixture
+def process_sandbox(settings: Any) -> Iterator[Any]:
+    """The process's backend (runs.sandbox.get_sandbox) on a directory and cgroup parent of this test."""
+    root = Path(tempfile.mkdtemp(prefix="codeexec-janitor-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    settings.SANDBOX_WORKDIR = settings.HOST_SANDBOX_DIR = root / "sandbox"
+    settings.SANDBOX_CGROUP_PARENT = f"codeexec-janitortest-{os.getpid()}"
+    settings.SANDBOX_WARM_POOL = 0
+    settings.RUN_LEASE_SECONDS = 10
+    get_sandbox.cache_clear()
+    backend = get_sandbox()
+    backend.prepare()
+    try:
+        yield backend
+    finally:
+        backend.cleanup_orphans()
+        backend.cgroups.remove_parent()
+        get_sandbox.cache_clear()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_new_attempt_waits_for_the_sandbox_of_a_lost_attempt_still_tearing_down(process_sandbox: Any) -> None:
+    backend = process_sandbox
+    fd = _run_dir(backend, "run_again", locked=True)  # the lost attempt, alive on this host
+    assert fd is not None
+    backend.cgroups.group("run_again.run").create(64 << 20, 16)
+
+    def tear_down() -> None:  # what the lost attempt does once its renewal is refused
+        time.sleep(1.0)
+        backend.cgroups.group("run_again.run").destroy()
+        shutil.rmtree(backend.runs_dir / "run_again")
+        os.close(fd)
+
+    threading.Thread(target=tear_down).start()
+    started = time.monotonic()
+    _clear_previous_attempt("run_again")
+    assert 0.9 < time.monotonic() - started < 5
+    assert backend.leftovers() == []
+
+
+def test_a_new_attempt_removes_what_a_dead_attempt_left(process_sandbox: Any) -> None:
+    backend = process_sandbox
+    _run_dir(backend, "run_again", locked=False)  # its worker was killed
+    backend.cgroups.group("run_again.run").create(64 << 20, 16)
+    started = time.monotonic()
+    _clear_previous_attempt("run_again")
+    assert time.monotonic() - started < 1
+    assert backend.leftovers() == []

@@ -3,6 +3,7 @@ a bound that follows from the lease and the janitor's period, and nothing of its
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -75,6 +76,37 @@ def test_it_reexecutes_a_run_of_a_killed_worker_then_ends_it_worker_lost(healthy
     # The new worker works.
     status, after = stack.post_run("print('after')", wait=True)
     assert (status, after["status"], after["stdout"]) == (200, "succeeded", "after\n")
+
+
+def test_a_worker_that_comes_back_after_losing_its_run_cannot_finish_it(healthy: RecoveryStack) -> None:
+    """A worker frozen past its lease (SIGSTOP) loses the run to the janitor; once it runs again, its renewal is
+    refused, it kills its own sandbox and saves nothing, and the new attempt runs the code once more."""
+    stack = healthy
+    code = "import time\nprint('started', flush=True)\ntime.sleep(6)\nprint('done')\n"
+    status, created = stack.post_run(code, limits={"timeout_ms": 60_000})
+    assert status == 202, created
+    run_id = created["id"]
+    wait_until(lambda: _running_here(stack, run_id, 1), 30, "the run to start")
+    requeued = False
+    for _ in range(5):  # the worker may have been frozen holding the janitor's lock: thaw and try again
+        stack.pause_worker(True)
+        try:
+            time.sleep(LEASE_S + 0.5)
+            report = json.loads(stack.manage("janitor", "--skip-sandbox", check=False) or "{}")
+        finally:
+            stack.pause_worker(False)
+        if report.get("requeued") == [run_id]:
+            requeued = True
+            break
+        time.sleep(0.5)
+    assert requeued, "the janitor never re-queued the frozen worker's run"
+
+    run = stack.wait_run(run_id, 30)
+    assert run["status"] == "succeeded", run
+    assert run["stdout"] == "started\ndone\n"
+    assert stack.row(run_id)["attempts"] == 2
+    assert f"run {run_id}: its lease was taken over; stopping its sandbox" in stack.worker_log.read_text()
+    wait_until(lambda: not stack.run_dirs() and not stack.cgroups(), 10, "no run directory or cgroup to remain")
 
 
 def test_it_executes_a_duplicated_message_once(healthy: RecoveryStack) -> None:
