@@ -66,7 +66,6 @@ class _Watch(threading.Thread):
         super().__init__(name=f"cx-watch-{run.public_id}", daemon=True)
         self.run_obj, self.worker = run, worker
         self.done = threading.Event()
-        self.lost = False
 
     def run(self) -> None:
         from django.db import connection
@@ -83,7 +82,6 @@ class _Watch(threading.Thread):
                             log.warning(
                                 "run %s: its lease was taken over; stopping its sandbox", self.run_obj.public_id
                             )
-                            self.lost = True
                             get_sandbox().cancel(self.run_obj.public_id)
                             return
                     # The pub/sub message usually arrives first; this read covers a lost message.
