@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "runs.middleware.RequestIdMiddleware",
+    "runs.unavailable.DatabaseUnavailableMiddleware",
     "runs.middleware.BodySizeLimitMiddleware",
     "runs.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -241,3 +242,18 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # forever. Usage figures survive: each finished UTC day is rolled up before its runs go.
 RUN_RETENTION_DAYS = env_int("RUN_RETENTION_DAYS", 30, minimum=0)
 FILE_RETENTION_DAYS = env_int("FILE_RETENTION_DAYS", 0, minimum=0)
+# How often a worker runs retention (roll-up and purge), at most one process of the cluster at a time; 0: never
+# (then only `manage.py retention`).
+RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=0)
+
+# ---- crash recovery (runs/janitor.py, runs/scheduler.py) ------------------------------------------
+# A claimed run's lease: its worker renews it every third of this; once it expired, the janitor
+# re-queues the run (fewer than RUN_MAX_ATTEMPTS claims so far) or ends it error/worker_lost.
+RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 30, minimum=3)
+RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 2, minimum=1)
+# A run queued this long with no message in the broker (e.g. Redis lost it) is sent again.
+RUN_REQUEUE_GRACE_SECONDS = env_int("RUN_REQUEUE_GRACE_SECONDS", 60, minimum=1)
+# Period of the janitor in each worker process (it also runs once when the worker starts); 0: never.
+JANITOR_INTERVAL_SECONDS = env_int("JANITOR_INTERVAL_SECONDS", 30, minimum=0)
+# A database that does not answer fails requests fast (503 database_unavailable) instead of hanging.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)

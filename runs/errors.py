@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.http import Http404, HttpRequest, JsonResponse
@@ -117,6 +118,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = exception_handler(exc, context)
     if response is not None:
         return response
+    from . import unavailable
+
+    code = unavailable.unavailable_code(exc)
+    if code:
+        log.warning("%s in %s: %s", code, context.get("view"), type(exc).__name__)
+        return Response(unavailable.body(code), status=503, headers=unavailable.headers())
     log.exception("unhandled error in %s", context.get("view"))
     return Response(
         envelope("The server had an error while processing your request.", 500, "internal_error"), status=500
@@ -132,6 +139,11 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 
 def handler500(request: HttpRequest) -> JsonResponse:
+    from . import unavailable
+
+    code = unavailable.unavailable_code(sys.exc_info()[1])  # Django calls this inside its `except` block
+    if code:
+        return unavailable.response(code)
     return json_error(request, "The server had an error while processing your request.", 500, "internal_error")
 
 

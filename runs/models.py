@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models, transaction
@@ -112,6 +112,11 @@ class Run(models.Model):
     status = models.CharField(max_length=16, choices=StatusChoices.choices, default=StatusChoices.QUEUED)
     worker_id = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Claims so far: the janitor re-queues a run whose worker was lost while this is below RUN_MAX_ATTEMPTS.
+    attempts = models.PositiveIntegerField(default=0)
+    # When the run last became queued (created, or re-queued by the janitor): the janitor's age for
+    # "queued, but its message was lost".
+    queued_at = models.DateTimeField(default=timezone.now)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -138,6 +143,8 @@ class Run(models.Model):
             models.Index(fields=["owner", "status", "-created_at", "-id"], name="run_owner_status"),
             models.Index(fields=["owner", "language", "-created_at", "-id"], name="run_owner_language"),
             models.Index(fields=["status", "lease_expires_at"], name="run_status_lease"),
+            # Retention and usage scan runs by creation day across keys (runs/retention.py, runs/usage.py).
+            models.Index(fields=["created_at"], name="run_created"),
         ]
 
     def __str__(self) -> str:
@@ -150,27 +157,78 @@ class Run(models.Model):
     # ---- state machine: each transition is one conditional UPDATE; the row count says who won ----
 
     def claim(self, worker_id: str, lease: timedelta) -> bool:
-        """queued -> running for exactly one worker; a duplicate delivery gets False."""
+        """queued -> running for exactly one worker (one more attempt); a duplicate delivery gets False.
+
+        Every later transition of this attempt is conditional on (worker_id, attempts), so once the
+        janitor has handed the run to a new attempt, nothing the old worker does can change it."""
         now = timezone.now()
-        fields = {
-            "status": Run.StatusChoices.RUNNING,
-            "worker_id": worker_id,
-            "started_at": now,
-            "lease_expires_at": now + lease,
-        }
-        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(**fields)
-        if won:  # nothing else changes in a queued row's claim: no need to read it back
-            for name, value in fields.items():
-                setattr(self, name, value)
+        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(
+            status=Run.StatusChoices.RUNNING,
+            worker_id=worker_id,
+            started_at=now,
+            lease_expires_at=now + lease,
+            attempts=models.F("attempts") + 1,
+        )
+        if won:
+            self.refresh_from_db()
         return won == 1
 
+    def _this_attempt(self, worker_id: str) -> Q:
+        return Q(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id, attempts=self.attempts)
+
     def renew_lease(self, worker_id: str, lease: timedelta) -> bool:
-        return (
-            Run.objects.filter(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id).update(
-                lease_expires_at=timezone.now() + lease
-            )
-            == 1
+        """Extend this attempt's lease; False once the run is no longer this attempt's."""
+        return Run.objects.filter(self._this_attempt(worker_id)).update(lease_expires_at=timezone.now() + lease) == 1
+
+    def recover_lost(self, max_attempts: int, now: datetime | None = None) -> str | None:
+        """A running run whose lease expired (its worker is gone): re-queue it for another attempt while it
+        has had fewer than `max_attempts`, else end it `error`/`worker_lost`; a run whose cancel was
+        requested ends `cancelled`. Returns "requeued", "worker_lost", "cancelled", or None when the
+        lease was renewed (or the run finished) meanwhile."""
+        now = now or timezone.now()
+        guard = Q(
+            pk=self.pk,
+            status=Run.StatusChoices.RUNNING,
+            lease_expires_at__lt=now,
+            worker_id=self.worker_id,
+            attempts=self.attempts,
         )
+        outcome: str
+        if self.cancel_requested_at is not None:
+            outcome = "cancelled"
+            fields: dict[str, Any] = {
+                "status": Run.StatusChoices.CANCELLED,
+                "completed_at": now,
+                "lease_expires_at": None,
+                "error_code": "cancelled",
+                "error_message": "The run was cancelled; its worker was lost before it could stop it.",
+            }
+        elif self.attempts < max_attempts:
+            outcome = "requeued"
+            fields = {
+                "status": Run.StatusChoices.QUEUED,
+                "worker_id": "",
+                "started_at": None,
+                "lease_expires_at": None,
+                "queued_at": now,
+            }
+        else:
+            outcome = "worker_lost"
+            fields = {
+                "status": Run.StatusChoices.ERROR,
+                "completed_at": now,
+                "lease_expires_at": None,
+                "error_code": "worker_lost",
+                "error_message": (
+                    f"The worker executing this run was lost (attempt {self.attempts} of at most {max_attempts}); "
+                    "the run is not retried again."
+                ),
+            }
+        if Run.objects.filter(guard).update(**fields) != 1:
+            return None
+        for key, value in fields.items():
+            setattr(self, key, value)
+        return outcome
 
     def cancel_if_queued(self) -> bool:
         now = timezone.now()
@@ -212,7 +270,7 @@ class Run(models.Model):
             "runtime_version": result.runtime_version or "",
         }
         with transaction.atomic():
-            won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id).update(**fields)
+            won = Run.objects.filter(self._this_attempt(worker_id)).update(**fields)
             if won != 1:
                 return False
             if save_artifacts is not None:
@@ -221,9 +279,17 @@ class Run(models.Model):
             setattr(self, key, value)
         return True
 
-    def fail(self, code: str, message: str, from_statuses: tuple[str, ...] = ("queued", "running")) -> bool:
-        """Any non-terminal -> error (the service's fault, never the code's)."""
-        won = Run.objects.filter(Q(pk=self.pk) & Q(status__in=from_statuses)).update(
+    def fail(
+        self,
+        code: str,
+        message: str,
+        from_statuses: tuple[str, ...] = ("queued", "running"),
+        worker_id: str | None = None,
+    ) -> bool:
+        """Any non-terminal -> error (the service's fault, never the code's). With `worker_id`, only while
+        the run is still this attempt's (a worker that lost its claim cannot fail the next attempt)."""
+        guard = self._this_attempt(worker_id) if worker_id is not None else Q(pk=self.pk, status__in=from_statuses)
+        won = Run.objects.filter(guard).update(
             status=Run.StatusChoices.ERROR,
             completed_at=timezone.now(),
             lease_expires_at=None,

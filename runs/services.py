@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,13 +18,13 @@ from . import redis as cx_redis
 from .errors import APIError, not_found
 from .models import ApiKey, Run
 
+log = logging.getLogger(__name__)
+
 
 def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False, public_id: str | None = None) -> Run:
     """Store the run and send its id to a worker once the row is committed (`stream`: the worker also
     publishes the run's events to Redis as they happen, for `stream_events`). `public_id`: an id made
     beforehand with new_run_id (to subscribe to its completion first)."""
-    from .tasks import execute_run
-
     refs = data.get("files") or []
     if refs:
         owned = set(
@@ -63,9 +64,23 @@ def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False, public_i
             limits=data["limits"].as_dict(),
             metadata=data.get("metadata", {}),
         )
-        transaction.on_commit(lambda: execute_run.send(run.public_id, stream=stream))
+        transaction.on_commit(lambda: enqueue_run(run.public_id, stream=stream))
     logs.bind(run_id=run.public_id)  # the rest of the request's log lines name the run
     return run
+
+
+def enqueue_run(run_id: str, stream: bool = False) -> bool:
+    """Send a queued run to the workers. The database is the source of truth: when the broker cannot
+    take the message, the run stays queued and the janitor sends it again (runs/janitor.py), so the
+    caller's answer does not depend on it. Sending twice is harmless (the claim is conditional)."""
+    from .tasks import execute_run
+
+    try:
+        execute_run.send(run_id, stream=stream)
+    except Exception:
+        log.warning("run %s: could not send it to the broker; the janitor will", run_id, exc_info=True)
+        return False
+    return True
 
 
 def admit(key: ApiKey) -> None:

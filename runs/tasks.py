@@ -1,4 +1,9 @@
-"""The execution actor: take an id, claim, run the sandbox, save. Never builds command lines."""
+"""The execution actor: take an id, claim, run the sandbox, save. Never builds command lines.
+
+A claim holds a lease of RUN_LEASE_SECONDS that the worker renews every third of it while the sandbox
+runs; a worker that dies stops renewing, and the janitor (runs/janitor.py) recovers the run once the
+lease expired. An attempt that finds its lease taken over kills its sandbox and saves nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dramatiq
+from django.conf import settings
 from django.core.files import File as DjangoFile
+from django.db import InterfaceError, OperationalError
 
 from codeexec_site import logs
 from files.models import File
@@ -26,15 +34,35 @@ from .worker import PRESENCE
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=30)
-LEASE_RENEW_S = 10.0
 CANCEL_POLL_S = 1.0
 # Dramatiq's own time limit is a last resort far above any run (it cannot interrupt a syscall).
 ACTOR_TIME_LIMIT_MS = 10 * 60 * 1000
+# A database that cannot be reached (not a bad query).
+DB_DOWN = (InterfaceError, OperationalError)
+# A message that met a database outage is retried this many times (backoff 1 s doubling to 30 s: about
+# five minutes); past that the janitor re-sends the still-queued run's message.
+DB_RETRIES = 12
+
+
+def lease() -> timedelta:
+    """How long a claim holds without renewal (RUN_LEASE_SECONDS)."""
+    return timedelta(seconds=settings.RUN_LEASE_SECONDS)
+
+
+# The lease of the current settings, for callers that claim by hand (tests, tools).
+LEASE = lease()
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    """Retry a message only when the database failed it (the run is then still queued, or its claim is
+    kept by the lease); any other failure already ended the run."""
+    return isinstance(exc, DB_DOWN) and retries < DB_RETRIES
 
 
 class _Watch(threading.Thread):
-    """Renews the run's lease while it executes and notices cancel requests stored in the database."""
+    """Renews the run's lease while it executes and notices cancel requests stored in the database.
+    A database outage only delays both; a renewal refused because the janitor gave the run to another
+    attempt (or ended it) stops the sandbox: this attempt's result would not be saved anyway."""
 
     def __init__(self, run: Run, worker: str) -> None:
         super().__init__(name=f"cx-watch-{run.public_id}", daemon=True)
@@ -44,18 +72,27 @@ class _Watch(threading.Thread):
     def run(self) -> None:
         from django.db import connection
 
-        last_renew = 0.0
-        elapsed = 0.0
+        held = lease()
+        renew_every_s = held.total_seconds() / 3
+        next_renew = time.monotonic() + renew_every_s
         try:
-            while not self.done.wait(CANCEL_POLL_S):
-                elapsed += CANCEL_POLL_S
-                if elapsed - last_renew >= LEASE_RENEW_S:
-                    last_renew = elapsed
-                    self.run_obj.renew_lease(self.worker, LEASE)
-                # The pub/sub message usually arrives first; this read covers a lost message.
-                if Run.objects.filter(pk=self.run_obj.pk, cancel_requested_at__isnull=False).exists():
-                    get_sandbox().cancel(self.run_obj.public_id)
-                    return
+            while not self.done.wait(min(CANCEL_POLL_S, renew_every_s)):
+                try:
+                    if time.monotonic() >= next_renew:
+                        next_renew = time.monotonic() + renew_every_s
+                        if not self.run_obj.renew_lease(self.worker, held):
+                            log.warning(
+                                "run %s: its lease was taken over; stopping its sandbox", self.run_obj.public_id
+                            )
+                            get_sandbox().cancel(self.run_obj.public_id)
+                            return
+                    # The pub/sub message usually arrives first; this read covers a lost message.
+                    if Run.objects.filter(pk=self.run_obj.pk, cancel_requested_at__isnull=False).exists():
+                        get_sandbox().cancel(self.run_obj.public_id)
+                        return
+                except DB_DOWN:
+                    log.warning("run %s: database unavailable to the lease watcher; retrying", self.run_obj.public_id)
+                    connection.close()  # a fresh connection on the next try
         except Exception:
             log.warning("lease watcher failed for %s", self.run_obj.public_id, exc_info=True)
         finally:
@@ -88,6 +125,7 @@ def _artifact_saver(run: Run, result: RunResult) -> Any:
     saved: list[File] = []
 
     def save() -> None:
+        record: File | None = None
         try:
             for artifact in result.artifacts:
                 assert artifact.local_path is not None
@@ -106,11 +144,24 @@ def _artifact_saver(run: Run, result: RunResult) -> Any:
                 saved.append(record)
                 record.save()
         except Exception:
-            for record in saved:  # the transaction rolls back the rows; remove the blobs too
-                record.blob.delete(save=False)
+            for done in saved:  # the transaction rolls back the rows; remove the blobs too
+                done.blob.delete(save=False)
+            if record is not None and record not in saved:
+                _remove_partial_blob(record)
             raise
 
     return save
+
+
+def _remove_partial_blob(record: File) -> None:
+    """A failed save (ENOSPC) can leave a partly written file under the record's name (Django's
+    FileSystemStorage does not remove it); the name is the record's own, so nothing else is there."""
+    name = record.blob.field.generate_filename(record, record.public_id)
+    try:
+        if record.blob.storage.exists(name):
+            record.blob.storage.delete(name)
+    except Exception:
+        log.warning("could not remove the partly saved artifact %s", record.public_id, exc_info=True)
 
 
 class _EventWriter:
@@ -145,9 +196,16 @@ class _EventWriter:
                 self.emit("output", {"stream": stream, "data": text})
 
 
-@dramatiq.actor(max_retries=0, time_limit=ACTOR_TIME_LIMIT_MS, queue_name="runs")
+@dramatiq.actor(
+    max_retries=0,
+    retry_when=_retry_when,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=ACTOR_TIME_LIMIT_MS,
+    queue_name="runs",
+)
 def execute_run(run_id: str, stream: bool = False) -> None:
-    """Execute one run at most once: a duplicate delivery loses the claim and does nothing.
+    """Execute one attempt of a run: a duplicate delivery loses the claim and does nothing.
     With `stream`, its events (started, output chunks, completed) also go to Redis as they happen."""
     with logs.bound(run_id=run_id, key=None):  # every line logged for this run names it and its key
         _execute_run(run_id, stream)
@@ -159,7 +217,7 @@ def _execute_run(run_id: str, stream: bool) -> None:
         return
     logs.bind(key=run.owner.label)
     worker = f"{PRESENCE.id}:{threading.get_ident()}"
-    if not run.claim(worker, LEASE):
+    if not run.claim(worker, lease()):
         log.info("run %s not claimed (status %s): duplicate delivery or cancelled", run_id, run.status)
         return
     metrics.run_started(run)
@@ -169,13 +227,15 @@ def _execute_run(run_id: str, stream: bool) -> None:
         events.emit("started")
     watch = _Watch(run, worker)
     watch.start()
+    if run.attempts > 1:
+        _clear_previous_attempt(run_id)
     artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
     saved = False  # the result is saved and `run` holds it
     try:
         try:
             spec = _build_spec(run)
         except (FileNotFoundError, OSError) as exc:
-            run.fail(ErrorCode.STORAGE_ERROR.value, f"could not stage input files: {exc}")
+            run.fail(ErrorCode.STORAGE_ERROR.value, f"could not stage input files: {exc}", worker_id=worker)
             return
         backend = get_sandbox()
         try:
@@ -189,12 +249,18 @@ def _execute_run(run_id: str, stream: bool) -> None:
             saved = run.finish(result, worker, save_artifacts=_artifact_saver(run, result))
             if not saved:
                 log.warning("run %s: lost its claim before finishing", run_id)
+        except DB_DOWN:
+            raise  # the lease recovers the run (runs/janitor.py); nothing can be saved now
         except Exception as exc:
             log.exception("run %s: saving the result failed", run_id)
-            run.fail(ErrorCode.STORAGE_ERROR.value, f"saving the result failed: {type(exc).__name__}")
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            run.fail(ErrorCode.STORAGE_ERROR.value, f"saving the result failed: {reason}", worker_id=worker)
+    except DB_DOWN:
+        log.warning("run %s: database unavailable; the run's lease will recover it", run_id, exc_info=True)
+        raise
     except Exception as exc:
         log.exception("run %s: execution failed", run_id)
-        run.fail(ErrorCode.SANDBOX_ERROR.value, f"the worker failed: {type(exc).__name__}")
+        run.fail(ErrorCode.SANDBOX_ERROR.value, f"the worker failed: {type(exc).__name__}", worker_id=worker)
     finally:
         watch.done.set()
         PRESENCE.untrack(run_id)
@@ -208,3 +274,28 @@ def _execute_run(run_id: str, stream: bool) -> None:
             cx_redis.publish_done(run_id)
         except Exception:
             log.warning("could not publish completion of %s", run_id, exc_info=True)
+
+
+def _clear_previous_attempt(run_id: str) -> None:
+    """A re-queued run gets the same sandbox names again. Remove what its lost attempt left on this host
+    if its process is gone, or wait (at most a lease) while a worker of this host that lost the run but
+    is still alive notices its refused renewal and tears its sandbox down."""
+    backend = get_sandbox()
+    deadline = time.monotonic() + lease().total_seconds()
+    waited = False
+    while True:
+        try:
+            backend.cleanup_orphans()
+            left = [item for item in backend.leftovers() if run_id in item]
+        except Exception:
+            log.warning("run %s: could not clean up before its new attempt", run_id, exc_info=True)
+            return
+        if not left:
+            return
+        if not waited:
+            waited = True
+            log.info("run %s: waiting for its previous attempt's sandbox to go: %s", run_id, ", ".join(left))
+        if time.monotonic() > deadline:
+            log.warning("run %s: its previous attempt's sandbox is still here: %s", run_id, ", ".join(left))
+            return
+        time.sleep(0.2)

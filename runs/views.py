@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from . import metrics
 from . import redis as cx_redis
 from .auth import request_key
-from .errors import APIError, not_found
+from .errors import APIError, envelope, not_found
 from .idempotency import Idempotency
 from .ids import new_run_id
 from .models import Run
@@ -324,4 +324,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = f"error: {type(exc).__name__}"
         checks["sandbox"] = "unknown"
     ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if not ok:  # the error envelope too, like every other error answer
+        failing = ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+        code = "database_unavailable" if checks["database"] != "ok" else "service_unavailable"
+        body.update(envelope(f"Not ready: {failing}.", 503, code))
+    return JsonResponse(body, status=200 if ok else 503)

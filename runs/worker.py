@@ -7,6 +7,7 @@ Redis, which is how /readyz and /v1/runtimes know that runs can execute and what
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -34,7 +35,8 @@ class WorkerPresence:
 
     def __init__(self) -> None:
         self.id = worker_id()
-        self.local_runs: set[str] = set()
+        # run id -> attempts executing here (two while a lost attempt still tears down beside its successor)
+        self.local_runs: collections.Counter[str] = collections.Counter()
         self.cancel_requested: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,12 +63,14 @@ class WorkerPresence:
     # runs executing here, so a cancel message can reach their sandbox
     def track(self, run_id: str) -> None:
         with self._lock:
-            self.local_runs.add(run_id)
+            self.local_runs[run_id] += 1
 
     def untrack(self, run_id: str) -> None:
         with self._lock:
-            self.local_runs.discard(run_id)
-            self.cancel_requested.discard(run_id)
+            self.local_runs[run_id] -= 1
+            if self.local_runs[run_id] <= 0:
+                del self.local_runs[run_id]
+                self.cancel_requested.discard(run_id)
 
     def cancel_local(self, run_id: str) -> None:
         from .sandbox import get_sandbox
@@ -141,12 +145,18 @@ PRESENCE = WorkerPresence()
 
 
 class WorkerPresenceMiddleware(Middleware):
-    """Starts and stops the process's WorkerPresence with the Dramatiq worker."""
+    """Starts and stops the process's WorkerPresence and periodic jobs (runs/scheduler.py: the janitor
+    runs once now and then periodically) with the Dramatiq worker."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from .sandbox import get_sandbox
+        from .scheduler import SCHEDULER
 
         PRESENCE.start()
+        try:
+            SCHEDULER.start()
+        except Exception:
+            log.exception("could not start the periodic jobs (janitor); crashed runs are not recovered here")
         try:
             get_sandbox().start_pool()  # warm sandboxes for the commonest runs (SANDBOX_WARM_POOL)
         except Exception:
@@ -154,6 +164,8 @@ class WorkerPresenceMiddleware(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from .sandbox import get_sandbox
+        from .scheduler import SCHEDULER
 
+        SCHEDULER.stop()
         PRESENCE.stop()
         get_sandbox().close()

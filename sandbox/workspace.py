@@ -129,9 +129,12 @@ class Workspace:
         run_dir = root / run_id
         os.mkdir(run_dir, 0o711)  # fails if it exists: one directory per run
         ws = cls(root=root, run_dir=run_dir, uid=uid, gid=gid)
-        # The lock tells the janitor this directory is in use; it dies with this process.
-        ws.lock_fd = os.open(run_dir / "lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # The lock tells the janitor this directory is in use; it dies with this process. It is taken
+        # under another name and renamed, so a janitor never sees `lock` unlocked while we are alive.
+        pending = run_dir / ".lock"
+        ws.lock_fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         fcntl.flock(ws.lock_fd, fcntl.LOCK_EX)
+        os.rename(pending, run_dir / "lock")
         os.mkdir(ws.fs, 0o755)
         mount_tmpfs(ws.fs, size_bytes, nr_inodes)
         for path, mode, owner in ((ws.work, 0o700, uid), (ws.inputs, 0o755, 0)):

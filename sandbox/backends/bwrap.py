@@ -129,6 +129,9 @@ class BwrapBackend(StepBackend):
         self.drain_cleanups()
         removed: list[str] = []
         live = set()
+        # Groups are listed before the directories: a run (or another worker on this host) makes its
+        # directory before its group, so a listed group whose directory is missing below has none.
+        groups = self.cgroups.existing_groups()
         for run_dir in stale_run_dirs(self.runs_dir):
             ws = Workspace(
                 root=self.runs_dir, run_dir=run_dir, uid=self.config.sandbox_uid, gid=self.config.sandbox_gid
@@ -137,7 +140,7 @@ class BwrapBackend(StepBackend):
             removed.append(f"dir:{run_dir.name}")
         if self.runs_dir.is_dir():
             live = {p.name for p in self.runs_dir.iterdir()}
-        for name in self.cgroups.existing_groups():
+        for name in groups:
             if name.rsplit(".", 1)[0] not in live:
                 self.cgroups.group(name).destroy()
                 removed.append(f"cgroup:{name}")

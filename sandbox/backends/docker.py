@@ -415,11 +415,14 @@ class DockerBackend(StepBackend):
         self.prepare()
         self.drain_cleanups()
         removed: list[str] = []
+        # Containers are listed before the directories: a run makes its directory first, so a listed
+        # container whose directory is missing below has none (a run starting meanwhile is safe).
+        containers = self._own_containers()
         for run_dir in stale_run_dirs(self.runs_dir):
             Workspace(root=self.runs_dir, run_dir=run_dir, uid=CONTAINER_UID, gid=CONTAINER_GID).destroy()
             removed.append(f"dir:{run_dir.name}")
         live = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
-        for container in self._own_containers():
+        for container in containers:
             if container.labels.get(LABEL_RUN) not in live:
                 try:
                     container.remove(force=True)
