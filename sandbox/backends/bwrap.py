@@ -47,6 +47,7 @@ BWRAP_OWN_PIDS = 2
 REFILL_QUIET_S = 0.03
 MAX_OPEN_FILES = 4096
 PRLIMIT = "/usr/bin/prlimit"
+SETPRIV = "/usr/bin/setpriv"
 INFO_TIMEOUT_S = 10.0
 
 # /etc entries every program may read, bound read-only when the host has them.
@@ -96,8 +97,9 @@ class BwrapBackend(StepBackend):
                 raise SandboxUnavailable("DISABLE_SANDBOX_SECURITY is refused by the bwrap backend")
             if self.config.sandbox_uid == 0 or self.config.sandbox_gid == 0:
                 raise SandboxUnavailable("SANDBOX_UID/SANDBOX_GID must not be 0")
-            if not os.access(PRLIMIT, os.X_OK):
-                raise SandboxUnavailable(f"{PRLIMIT} not found (apt-get install util-linux)")
+            for tool in (PRLIMIT, SETPRIV):
+                if not os.access(tool, os.X_OK):
+                    raise SandboxUnavailable(f"{tool} not found (apt-get install util-linux)")
             if not os.access(self.config.bwrap_path, os.X_OK):
                 raise SandboxUnavailable(
                     f"bubblewrap not found at {self.config.bwrap_path} (apt-get install bubblewrap)"
@@ -184,8 +186,12 @@ class BwrapBackend(StepBackend):
                 block_fd=block_r,
                 mpl_fontlist=self._mpl_fontlist,
             )
+            # bwrap runs as the sandbox's host uid. setpriv drops to it (no supplementary groups) rather
+            # than Popen's user=/group=, which make Python fork() the whole worker instead of vfork():
+            # 25 ms against 2 ms for a 150 MB process on this machine.
+            drop = [SETPRIV, f"--reuid={self.config.sandbox_uid}", f"--regid={self.config.sandbox_gid}"]
             proc = subprocess.Popen(
-                bwrap_argv,
+                [*drop, "--clear-groups", "--", *bwrap_argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -193,9 +199,6 @@ class BwrapBackend(StepBackend):
                 cwd="/",
                 close_fds=True,
                 pass_fds=(info_w, block_r, seccomp_fd),
-                user=self.config.sandbox_uid,
-                group=self.config.sandbox_gid,
-                extra_groups=[],
                 start_new_session=True,
                 umask=0o022,
             )
