@@ -7,10 +7,11 @@ allow, so a client could come to depend on what the documentation says is an err
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import MaxLengthValidator
+from django_stubs_ext import StrOrPromise
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 
@@ -25,8 +26,10 @@ MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 MAX_INPUT_FILES = 100
-# What DRF's CharField says of a string with U+0000 (PostgreSQL cannot store one in text or jsonb).
+# What DRF's CharField says of U+0000 and of a lone surrogate ("\\ud800" in JSON), which UTF-8 and so
+# PostgreSQL cannot hold.
 NUL_MESSAGE = "Null characters are not allowed."
+SURROGATE_MESSAGE_PREFIX = "Surrogate characters are not allowed"
 
 
 def _too_large(what: str, limit: int, param: str) -> APIError:
@@ -52,12 +55,10 @@ def language_names() -> list[str]:
 
 
 class TextField(serializers.CharField):
-    """A JSON string and nothing else, kept as sent (no whitespace trimming); never U+0000."""
+    """A JSON string and nothing else, kept as sent (no whitespace trimming). CharField's own validators
+    refuse U+0000 and lone surrogates, which neither UTF-8 nor PostgreSQL can hold."""
 
-    default_error_messages = {
-        "invalid": "Must be a string.",
-        "surrogate": "Must be valid Unicode text (no lone surrogate code points).",
-    }
+    default_error_messages: ClassVar[dict[str, StrOrPromise]] = {"invalid": "Must be a string."}
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
@@ -66,15 +67,13 @@ class TextField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        if not is_unicode_text(data):
-            self.fail("surrogate")
         return str(super().to_internal_value(data))
 
 
 class FlagField(serializers.BooleanField):
     """JSON true or false only (DRF's BooleanField also takes "yes", "0", 1, ...)."""
 
-    default_error_messages = {"invalid": "Must be a boolean (true or false)."}
+    default_error_messages: ClassVar[dict[str, StrOrPromise]] = {"invalid": "Must be a boolean (true or false)."}
 
     def to_internal_value(self, data: Any) -> bool:
         if not isinstance(data, bool):
@@ -85,7 +84,7 @@ class FlagField(serializers.BooleanField):
 class ItemCountValidator(MaxLengthValidator):
     """At most `limit_value` entries in an object (drf-spectacular documents it as maxProperties)."""
 
-    message = "At most %(limit_value)d entries (there are %(show_value)d)."  # type: ignore[assignment]
+    message = "At most %(limit_value)d entries (there are %(show_value)d)."
 
 
 @extend_schema_field({"type": "string", "enum": language_names()})
@@ -159,14 +158,19 @@ class LimitsSerializer(serializers.Serializer[Any]):
     compile_memory_mb = serializers.IntegerField()
 
 
-assert set(LimitsSerializer._declared_fields) == set(Limits.field_names()) == set(LimitsRequestSerializer._declared_fields)
+assert (
+    set(LimitsSerializer._declared_fields) == set(Limits.field_names()) == set(LimitsRequestSerializer._declared_fields)
+)
 
 
 class RunCreateSerializer(StrictSerializer):
-    """POST /v1/runs. Unknown fields are rejected, like OpenAI's API does. Strings may not contain U+0000."""
+    """POST /v1/runs. Unknown fields are rejected, like OpenAI's API does. Strings may not contain U+0000
+    or lone surrogates."""
 
     language = LanguageField(help_text="python | node | ruby | php | go, or an alias (py, js, golang, ...).")
-    code = TextField(allow_blank=True, help_text=f"Source of the entry file, at most {settings.MAX_CODE_BYTES} bytes (UTF-8).")
+    code = TextField(
+        allow_blank=True, help_text=f"Source of the entry file, at most {settings.MAX_CODE_BYTES} bytes (UTF-8)."
+    )
     sources = serializers.ListField(child=SourceFileSerializer(), required=False, max_length=MAX_SOURCES)
     stdin = TextField(required=False, allow_blank=True, default="")
     args = serializers.ListField(child=TextField(allow_blank=True), required=False, default=list, max_length=MAX_ARGS)
@@ -190,9 +194,13 @@ class RunCreateSerializer(StrictSerializer):
         help_text=f"Echoed back: at most {MAX_METADATA_KEYS} keys of at most {MAX_METADATA_KEY_CHARS} characters.",
     )
 
-    def to_internal_value(self, data: Any) -> Any:
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # Before DRF's own checks: a JSON `null` body would otherwise be "No data provided" with no code.
         if not isinstance(data, dict):
             raise APIError("The request body must be a JSON object.", code="invalid_json")
+        return super().run_validation(data)
+
+    def to_internal_value(self, data: Any) -> Any:
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
             raise APIError(

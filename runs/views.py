@@ -62,8 +62,7 @@ RUN_EVENT = {
         "event": {"type": "string", "enum": ["run.created", "run.started", "run.output", "run.completed"]},
         "data": {
             "type": "string",
-            "description": "JSON: the run object, or for run.output "
-            '`{"stream": "stdout"|"stderr", "data": "<text>"}`.',
+            "description": 'JSON: the run object, or for run.output `{"stream": "stdout"|"stderr", "data": "<text>"}`.',
         },
     },
     "required": ["event", "data"],
@@ -98,7 +97,9 @@ class RunViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     def _get(self, request: Request, public_id: str) -> Run:
-        run = Run.objects.filter(owner=request_key(request), public_id=public_id).first() if _no_nul(public_id) else None
+        run = (
+            Run.objects.filter(owner=request_key(request), public_id=public_id).first() if _no_nul(public_id) else None
+        )
         if run is None:
             raise not_found("run", param="id")
         return run

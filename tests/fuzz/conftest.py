@@ -8,13 +8,21 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.test import override_settings
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.test import override_settings
 
 from runs.models import Run
+from tests.api.conftest import (  # noqa: F401  (fixtures)
+    Tenant,
+    alice,
+    api_environment,
+    make_run,
+    make_tenant,
+    ready_worker,
+    worker,
+)
 from tests.fuzz.openapi import forget_idempotency_keys
-from tests.api.conftest import Tenant, api_environment, make_run, make_tenant, ready_worker, worker  # noqa: F401
 
 
 @pytest.fixture
@@ -56,7 +64,7 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_stored_run(make_run: Callable[..., Run]) -> Callable[..., Run]:
+def make_stored_run(make_run: Callable[..., Run]) -> Callable[..., Run]:  # noqa: F811
     """A run row as the service stores one: with every effective limit (tests/api's rows keep a few)."""
 
     def make(owner: Any, **fields: Any) -> Run:

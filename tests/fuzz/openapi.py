@@ -22,7 +22,7 @@ from urllib3 import encode_multipart_formdata
 from codeexec_site.wsgi import application
 from runs import redis as cx_redis
 from runs.models import ApiKey
-from runs.serializers import NUL_MESSAGE, TextField
+from runs.serializers import NUL_MESSAGE, SURROGATE_MESSAGE_PREFIX
 
 schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", application)
 # Every request carries the fuzzer's key (the `ignored_auth` check sends requests without one); a
@@ -49,7 +49,7 @@ WORDED_RULES = {
     "GET /v1/usage": re.compile(r"start|end"),
 }
 # Any string field refuses U+0000 and lone surrogates (RunCreateRequest's description says so).
-TEXT_MESSAGES = {NUL_MESSAGE, *(str(m) for m in TextField.default_error_messages.values())}
+TEXT_MESSAGES = (NUL_MESSAGE, SURROGATE_MESSAGE_PREFIX)
 
 
 def rejected_only_by_documented_rules(ctx: Any, response: Any, case: Any) -> None:
@@ -59,7 +59,7 @@ def rejected_only_by_documented_rules(ctx: Any, response: Any, case: Any) -> Non
         return
     error = response.json()["error"]
     rule = WORDED_RULES.get(f"{case.method.upper()} {case.operation.path}")
-    if error["message"] in TEXT_MESSAGES or (rule is not None and rule.fullmatch(error["param"] or "")):
+    if error["message"].startswith(TEXT_MESSAGES) or (rule is not None and rule.fullmatch(error["param"] or "")):
         return
     raise AssertionError(f"A schema-valid request was rejected: {error}")
 
