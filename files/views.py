@@ -79,7 +79,11 @@ class FileViewSet(viewsets.ViewSet):
 
     def _get(self, request: Request, public_id: str) -> File:
         # PostgreSQL cannot compare a string holding U+0000; no id has one.
-        file = File.objects.filter(owner=request_key(request), public_id=public_id).first() if "\0" not in public_id else None
+        file = (
+            File.objects.filter(owner=request_key(request), public_id=public_id).first()
+            if "\0" not in public_id
+            else None
+        )
         if file is None:
             raise not_found("file", param="file_id")
         return file
