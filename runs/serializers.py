@@ -50,8 +50,9 @@ def is_unicode_text(value: str) -> bool:
 
 
 def language_names() -> list[str]:
-    """Every language name and alias the API accepts (in any letter case)."""
-    return sorted({name for lang in all_languages() for name in (lang.name, *lang.aliases)})
+    """Every language name the API accepts (in any letter case): the languages, then their aliases."""
+    languages = all_languages()
+    return [lang.name for lang in languages] + sorted({alias for lang in languages for alias in lang.aliases})
 
 
 class TextField(serializers.CharField):

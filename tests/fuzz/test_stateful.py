@@ -41,4 +41,4 @@ def test_link_sequences_conform_to_the_schema(fuzzer: Tenant, ready_worker: Any,
                 response, **CHECKS, headers=kwargs.get("headers"), transport_kwargs=kwargs, recorder=self.recorder
             )
 
-    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=30, stateful_step_count=6))
+    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=25, stateful_step_count=6))

@@ -44,7 +44,7 @@ from sandbox.workspace import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_PATH_BYTES, no
 from tests.api.conftest import Tenant
 
 # Deterministic for CI; no example database written into the work tree.
-PROPERTY = hypothesis_settings(derandomize=True, database=None, deadline=None, max_examples=200)
+PROPERTY = hypothesis_settings(derandomize=True, database=None, deadline=None, max_examples=150)
 THROUGH_THE_API = hypothesis_settings(
     PROPERTY, max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
