@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.files.base import File as DjangoFile
 from django.db import transaction
 from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -26,8 +27,10 @@ from runs.errors import APIError, not_found
 from runs.idempotency import Idempotency
 from runs.models import ApiKey
 from runs.pagination import paginate
+from runs.pagination import parameters as list_parameters
 from runs.render import render_file
-from runs.serializers import DeletedSerializer, ErrorSerializer
+from runs.serializers import ErrorSerializer, constant, deleted_serializer, list_serializer
+from runs.views import IDEMPOTENCY_KEY
 
 from .models import File
 from .signing import signed_url, verify
@@ -38,12 +41,12 @@ FileObjectSerializer = inline_serializer(
     "FileObject",
     {
         "id": serializers.CharField(),
-        "object": serializers.CharField(default="file"),
+        "object": constant("file"),
         "bytes": serializers.IntegerField(),
         "created_at": serializers.IntegerField(),
         "filename": serializers.CharField(),
-        "purpose": serializers.CharField(),
-        "status": serializers.CharField(default="processed"),
+        "purpose": serializers.ChoiceField(choices=File.Purpose.values),
+        "status": constant("processed"),
         "expires_at": serializers.IntegerField(allow_null=True),
         "status_details": serializers.CharField(allow_null=True),
     },
@@ -52,6 +55,7 @@ ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request."),
     401: OpenApiResponse(ErrorSerializer, description="Missing or wrong API key."),
     404: OpenApiResponse(ErrorSerializer, description="No such file for this key."),
+    429: OpenApiResponse(ErrorSerializer, description="`rate_limit_exceeded`: the key's request rate (`Retry-After`)."),
 }
 
 
@@ -74,7 +78,12 @@ class FileViewSet(viewsets.ViewSet):
         return super().get_parsers()
 
     def _get(self, request: Request, public_id: str) -> File:
-        file = File.objects.filter(owner=request_key(request), public_id=public_id).first()
+        # PostgreSQL cannot compare a string holding U+0000; no id has one.
+        file = (
+            File.objects.filter(owner=request_key(request), public_id=public_id).first()
+            if "\0" not in public_id
+            else None
+        )
         if file is None:
             raise not_found("file", param="file_id")
         return file
@@ -86,8 +95,10 @@ class FileViewSet(viewsets.ViewSet):
                 {"file": serializers.FileField(), "purpose": serializers.ChoiceField(choices=UPLOAD_PURPOSES)},
             )
         },
+        parameters=[IDEMPOTENCY_KEY],
         responses={
             200: FileObjectSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another file, or in use."),
             413: OpenApiResponse(ErrorSerializer, description="File too large."),
             415: OpenApiResponse(ErrorSerializer, description="Not multipart/form-data."),
             **ERRORS,
@@ -150,30 +161,20 @@ class FileViewSet(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("purpose", str),
-            OpenApiParameter("limit", int, description="1-100, default 20"),
-            OpenApiParameter("after", str),
-            OpenApiParameter("order", str, enum=["desc", "asc"]),
+            OpenApiParameter("purpose", str, enum=File.Purpose.values, description="Only files of this purpose."),
+            *list_parameters("file"),
         ],
-        responses={
-            200: inline_serializer(
-                "FileList",
-                {
-                    "object": serializers.CharField(default="list"),
-                    "data": serializers.ListField(child=FileObjectSerializer),
-                    "first_id": serializers.CharField(allow_null=True),
-                    "last_id": serializers.CharField(allow_null=True),
-                    "has_more": serializers.BooleanField(),
-                },
-            ),
-            **ERRORS,
-        },
+        responses={200: list_serializer("FileList", FileObjectSerializer), **ERRORS},
         summary="List files",
     )
     def list(self, request: Request) -> Response:
         queryset = File.objects.filter(owner=request_key(request))
         purpose = request.query_params.get("purpose")
-        if purpose:
+        if purpose is not None:
+            if purpose not in File.Purpose.values:
+                raise APIError(
+                    f"Invalid purpose '{purpose}'. Expected one of: {', '.join(File.Purpose.values)}.", param="purpose"
+                )
             queryset = queryset.filter(purpose=purpose)
         return Response(paginate(request, queryset, render_file))
 
@@ -193,7 +194,11 @@ class FileViewSet(viewsets.ViewSet):
             OpenApiParameter("signature", str, description="HMAC of a signed link; no Authorization needed."),
         ],
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(description="The raw bytes."),
+            (200, "*/*"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="The raw bytes, with the file's Content-Type (from its name; application/octet-stream "
+                "when unknown) and an attachment Content-Disposition.",
+            ),
             403: OpenApiResponse(ErrorSerializer, description="Signed link tampered, foreign or expired."),
             **ERRORS,
         },
@@ -202,8 +207,12 @@ class FileViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["get"])
     def content(self, request: Request, public_id: str) -> FileResponse:
         if "signature" in request.query_params or "expires" in request.query_params:
-            problem = verify(
-                public_id, request.query_params.get("expires", ""), request.query_params.get("signature", "")
+            given = request.query_params.get("signature", "")
+            # A signature is hex; hmac.compare_digest raises TypeError on non-ASCII text.
+            problem = (
+                verify(public_id, request.query_params.get("expires", ""), given)
+                if given.isascii()
+                else "The link's signature is not valid."
             )
             if problem is not None:
                 raise APIError(problem, 403, code="invalid_signature", param="signature")
@@ -236,7 +245,7 @@ class FileViewSet(viewsets.ViewSet):
         url, expires_at = signed_url(file.public_id)
         return Response({"url": url, "expires_at": expires_at})
 
-    @extend_schema(responses={200: DeletedSerializer, **ERRORS}, summary="Delete a file")
+    @extend_schema(responses={200: deleted_serializer("FileDeleted", "file"), **ERRORS}, summary="Delete a file")
     def destroy(self, request: Request, public_id: str) -> Response:
         file = self._get(request, public_id)
         blob = file.blob

@@ -2,32 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Model, Q, QuerySet
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 
 from .errors import APIError
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+# ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
+LIMIT_RE = re.compile(r"[0-9]{1,4}")
+
+
+def parameters(what: str) -> list[OpenApiParameter]:
+    """The documented `limit`, `after` and `order` of a list of `what`."""
+    return [
+        OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            description=f"How many {what}s, 1-{MAX_LIMIT}.",
+        ),
+        OpenApiParameter(
+            "after",
+            str,
+            description=f"The id of one of your {what}s: list the {what}s after it in this order "
+            "(400 `invalid_cursor` when there is no such object).",
+        ),
+        OpenApiParameter(
+            "order", {"type": "string", "enum": ["desc", "asc"], "default": "desc"}, description="By creation time."
+        ),
+    ]
 
 
 def paginate(request: Request, queryset: QuerySet[Any], render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     raw_limit = request.query_params.get("limit", str(DEFAULT_LIMIT))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise APIError("'limit' must be an integer from 1 to 100.", param="limit") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise APIError("'limit' must be an integer from 1 to 100.", param="limit")
+    if not LIMIT_RE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise APIError(f"'limit' must be an integer from 1 to {MAX_LIMIT}.", param="limit")
+    limit = int(raw_limit)
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise APIError("'order' must be 'asc' or 'desc'.", param="order")
     after = request.query_params.get("after")
     if after:
-        anchor: Model | None = queryset.filter(public_id=after).first()
+        # PostgreSQL cannot even compare a string holding U+0000: such an id exists nowhere.
+        anchor: Model | None = queryset.filter(public_id=after).first() if "\0" not in after else None
         if anchor is None:
             raise APIError(f"No such object for 'after': {after}.", param="after", code="invalid_cursor")
         created_at, pk = anchor.created_at, anchor.pk  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -25,14 +26,18 @@ from .idempotency import Idempotency
 from .ids import new_run_id
 from .models import Run
 from .pagination import paginate
+from .pagination import parameters as list_parameters
 from .render import render_run
 from .serializers import (
-    DeletedSerializer,
     ErrorSerializer,
     RunCreateSerializer,
     RunListSerializer,
     RunSerializer,
     UsageReportSerializer,
+    constant,
+    deleted_serializer,
+    language_names,
+    single,
 )
 from .services import RunWaiter, create_run, stream_events, wait_for_terminal
 from .usage import parse_range, usage
@@ -43,7 +48,33 @@ ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request (the error names the `param`)."),
     401: OpenApiResponse(ErrorSerializer, description="Missing or wrong API key."),
     404: OpenApiResponse(ErrorSerializer, description="No such object for this key."),
+    429: OpenApiResponse(ErrorSerializer, description="`rate_limit_exceeded`: the key's request rate (`Retry-After`)."),
 }
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    OpenApiParameter.HEADER,
+    description="1-255 printable characters: a retry with the same key and body returns what the first request "
+    "created (409 while it is still in progress, or when the body differs).",
+)
+# One server-sent event as Schemathesis and other tools read `text/event-stream` with OpenAPI 3.0 (the
+# schema of one event): its name and its JSON data.
+RUN_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["run.created", "run.started", "run.output", "run.completed"]},
+        "data": {
+            "type": "string",
+            "description": 'JSON: the run object, or for run.output `{"stream": "stdout"|"stderr", "data": "<text>"}`.',
+        },
+    },
+    "required": ["event", "data"],
+}
+
+
+def _no_nul(public_id: str) -> bool:
+    """PostgreSQL cannot compare a string holding U+0000; no id has one, so such a lookup finds nothing."""
+    return "\0" not in public_id
 
 
 def event_stream_response(run: Run) -> StreamingHttpResponse:
@@ -69,17 +100,20 @@ class RunViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     def _get(self, request: Request, public_id: str) -> Run:
-        run = Run.objects.filter(owner=request_key(request), public_id=public_id).first()
+        run = (
+            Run.objects.filter(owner=request_key(request), public_id=public_id).first() if _no_nul(public_id) else None
+        )
         if run is None:
             raise not_found("run", param="id")
         return run
 
     @extend_schema(
         request=RunCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
         responses={
             (200, "application/json"): OpenApiResponse(RunSerializer, description="The finished run (`wait: true`)."),
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR,
+                RUN_EVENT,
                 description=(
                     "`stream: true`: server-sent events `run.created` and `run.started` (data: the run object), "
                     '`run.output` (data: `{"stream": "stdout"|"stderr", "data": "<text>"}`, in the '
@@ -93,9 +127,9 @@ class RunViewSet(viewsets.ViewSet):
             413: OpenApiResponse(ErrorSerializer, description="`code`, `stdin`, `sources` or the body is too large."),
             415: OpenApiResponse(ErrorSerializer, description="The body is not application/json."),
             409: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another body, or in use."),
+            **ERRORS,
             429: OpenApiResponse(ErrorSerializer, description="`rate_limit_exceeded` or `concurrency_limit_exceeded`."),
             503: OpenApiResponse(ErrorSerializer, description="`server_overloaded`: too many queued runs."),
-            **ERRORS,
         },
         summary="Create a run",
     )
@@ -140,11 +174,9 @@ class RunViewSet(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("limit", int, description="1-100, default 20"),
-            OpenApiParameter("after", str, description="A run id: list the runs after it in this order."),
-            OpenApiParameter("order", str, enum=["desc", "asc"], description="By creation time; default desc."),
+            *list_parameters("run"),
             OpenApiParameter("status", str, enum=[c for c, _ in Run.StatusChoices.choices]),
-            OpenApiParameter("language", str),
+            OpenApiParameter("language", str, enum=language_names(), description="A name or an alias."),
         ],
         responses={200: RunListSerializer, **ERRORS},
         summary="List runs",
@@ -152,12 +184,12 @@ class RunViewSet(viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         queryset = Run.objects.filter(owner=request_key(request)).prefetch_related("artifact_files")
         status_filter = request.query_params.get("status")
-        if status_filter:
+        if status_filter is not None:  # `status=` (empty) is no status either
             if status_filter not in Run.StatusChoices.values:
                 raise APIError(f"Unknown status '{status_filter}'.", param="status")
             queryset = queryset.filter(status=status_filter)
         language = request.query_params.get("language")
-        if language:
+        if language is not None:
             from sandbox import InvalidSpec, get_language
 
             try:
@@ -193,7 +225,7 @@ class RunViewSet(viewsets.ViewSet):
 
     @extend_schema(
         responses={
-            200: DeletedSerializer,
+            200: deleted_serializer("RunDeleted", "run"),
             409: OpenApiResponse(ErrorSerializer, description="The run is still queued or running."),
             **ERRORS,
         },
@@ -220,7 +252,7 @@ class RunViewSet(viewsets.ViewSet):
 RuntimeSerializer = inline_serializer(
     "Runtime",
     {
-        "object": serializers.CharField(default="runtime"),
+        "object": constant("runtime"),
         "language": serializers.CharField(),
         "version": serializers.CharField(),
         "aliases": serializers.ListField(child=serializers.CharField()),
@@ -234,14 +266,17 @@ RuntimeSerializer = inline_serializer(
 class RuntimesViewSet(viewsets.ViewSet):
     @extend_schema(
         responses={
-            200: inline_serializer(
-                "RuntimeList",
-                {
-                    "object": serializers.CharField(default="list"),
-                    "data": serializers.ListField(child=RuntimeSerializer),
-                },
+            200: single(
+                inline_serializer(
+                    "RuntimeList",
+                    {
+                        "object": constant("list"),
+                        "data": serializers.ListField(child=RuntimeSerializer),
+                    },
+                )
             ),
             401: ERRORS[401],
+            429: ERRORS[429],
             503: OpenApiResponse(ErrorSerializer, description="No worker has reported its runtimes yet."),
         },
         summary="List the languages and the versions that really run",
@@ -276,9 +311,13 @@ class RuntimesViewSet(viewsets.ViewSet):
 class UsageViewSet(viewsets.ViewSet):
     @extend_schema(
         parameters=[
-            OpenApiParameter("start", str, description="YYYY-MM-DD (UTC, inclusive); default 29 days before end"),
-            OpenApiParameter("end", str, description="YYYY-MM-DD (UTC, inclusive); default today"),
-            OpenApiParameter("group_by", str, enum=["day", "language"], description="default day"),
+            OpenApiParameter(
+                "start", OpenApiTypes.DATE, description="YYYY-MM-DD (UTC, inclusive); default 29 days before end"
+            ),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="YYYY-MM-DD (UTC, inclusive); default today"),
+            OpenApiParameter(
+                "group_by", {"type": "string", "enum": ["day", "language"], "default": "day"}, description="default day"
+            ),
         ],
         responses={200: UsageReportSerializer, **ERRORS},
         summary="Usage of the calling key, aggregated per day or per language",
@@ -287,11 +326,18 @@ class UsageViewSet(viewsets.ViewSet):
         group_by = request.query_params.get("group_by", "day")
         if group_by not in ("day", "language"):
             raise APIError("'group_by' must be 'day' or 'language'.", param="group_by")
+        for param in ("start", "end"):
+            if request.query_params.get(param) == "":  # present but empty is not a date (absent is the default)
+                raise APIError(f"'{param}' must be a date as YYYY-MM-DD.", param=param)
         try:
             start, end = parse_range(request.query_params.get("start"), request.query_params.get("end"))
         except ValueError as exc:
             param, message = exc.args
             raise APIError(message, param=param) from None
+        except OverflowError:  # the default start would be before 0001-01-01
+            raise APIError("'end' is too early for the default range; give 'start' too.", param="end") from None
+        if end == dt.date.max:  # the range ends at the start of the next day, which does not exist
+            raise APIError(f"'end' must be before {dt.date.max.isoformat()}.", param="end")
         return Response(usage(start, end, group_by, key=request_key(request)))
 
 

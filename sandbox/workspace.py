@@ -50,6 +50,8 @@ def normalize_relpath(path: object, param: str) -> str:
     """Return a clean relative path or raise InvalidSpec: no absolute, no '..', no empty or odd names."""
     if not isinstance(path, str) or not path:
         raise InvalidSpec("Path must be a non-empty string.", param=param)
+    if not path.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in path):  # "\ud800" in JSON
+        raise InvalidSpec("Path must be valid Unicode text (no lone surrogates).", param=param)
     if len(path.encode()) > MAX_PATH_BYTES:
         raise InvalidSpec(f"Path is longer than {MAX_PATH_BYTES} bytes.", param=param)
     if path.startswith("/") or "\\" in path:

@@ -1,0 +1,44 @@
+"""Schemathesis' stateful phase: sequences that follow the links it infers from the schema (a created
+run or file, or one from a list, is then read and deleted; a cancelled run read and deleted), with
+every check of tests/fuzz/openapi.py plus the stateful ones: a created object is there at once
+(ensure_resource_availability) and a deleted one answers 404 afterwards (use_after_free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+from tests.api.conftest import Tenant
+from tests.fuzz.openapi import CHECKS, FUZZ_SETTINGS, call_kwargs, forget_idempotency_keys, schema
+
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+
+
+def test_link_sequences_conform_to_the_schema(fuzzer: Tenant, ready_worker: Any, short_waits: None) -> None:
+    base = schema.as_state_machine()
+    links = [name for name in dir(base) if "___" in name and not name.startswith("RANDOM")]
+    # The links this test exists for: a failure here means the schema lost what they are inferred from.
+    assert {
+        "POST_v1_runs___202_GetRun__GET_v1_runs_public_id_",
+        "POST_v1_runs___202_DeleteRun__DELETE_v1_runs_public_id_",
+        "POST_v1_files___200_GetFileObject__GET_v1_files_public_id_",
+        "POST_v1_files___200_DeleteFileObject__DELETE_v1_files_public_id_",
+        "POST_v1_runs_public_id_cancel___200_GetRun__GET_v1_runs_public_id_",
+    } <= set(links), links
+
+    class Workflow(base):  # type: ignore[misc, valid-type]
+        def before_call(self, case: Any) -> None:
+            forget_idempotency_keys(fuzzer.key)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return call_kwargs(case, fuzzer.token)
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            # As call_and_validate does: `headers` tells the auth checks which credentials were sent.
+            case.validate_response(
+                response, **CHECKS, headers=kwargs.get("headers"), transport_kwargs=kwargs, recorder=self.recorder
+            )
+
+    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=25, stateful_step_count=6))
