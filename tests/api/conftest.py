@@ -52,8 +52,14 @@ class ApiEnvironment:
     redis_url: str
 
 
-@pytest.fixture(scope="session", autouse=True)
-def api_environment() -> Iterator[ApiEnvironment]:
+@pytest.fixture(autouse=True)
+def _in_api_environment(api_environment: ApiEnvironment) -> ApiEnvironment:
+    """Every API test runs in the session's environment (tests/conftest.py makes it, once a session,
+    for whichever suite asks first: tests/api, tests/fuzz)."""
+    return api_environment
+
+
+def api_environment_session() -> Iterator[ApiEnvironment]:
     """Point the sandbox, the storage and Redis at places of this test session only."""
     root = Path(tempfile.mkdtemp(prefix="codeexec-api-", dir="/tmp"))
     os.chmod(root, 0o711)

@@ -15,8 +15,8 @@ from django.test import override_settings
 from runs.models import Run
 from tests.api.conftest import (  # noqa: F401  (fixtures)
     Tenant,
+    _in_api_environment,
     alice,
-    api_environment,
     make_run,
     make_tenant,
     ready_worker,
