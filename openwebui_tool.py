@@ -506,10 +506,9 @@ class Tools:
         except _StreamBroken:
             pass  # poll for what the stream did not tell
         finally:
-            if reading is not None:
+            if reading is not None:  # not awaited: that could swallow a cancellation of this call
                 reading.cancel()
-                with contextlib.suppress(BaseException):
-                    await reading
+                reading.add_done_callback(_retrieve)
             answer.close()
         if run is None or not run.get("id"):
             return await _failed(
@@ -622,6 +621,12 @@ async def _run_from_reply(reply: _Reply, base_url: str, events: _Events) -> dict
             f"Error: codeexec answered HTTP {reply.status} with a body that is not a run object.",
         )
     return run
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """Marks an abandoned read's outcome as seen, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _last_line(text: str) -> str:
