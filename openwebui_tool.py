@@ -1,18 +1,20 @@
 """
 title: codeexec
 author: codeexec
-version: 1.0.0
+version: 1.1.0
 required_open_webui_version: 0.12.0
 description: Run Python, Node.js, Ruby, PHP and Go code in codeexec's sandboxes: output, files, images
 """
 
 # An Open WebUI Tool (Workspace -> Tools -> +, paste this file). It talks to codeexec's REST API
-# (POST /v1/runs); see docs/openwebui.md. Only packages Open WebUI ships are used: pydantic, aiohttp.
+# (POST /v1/runs, streamed); see docs/openwebui.md. Only packages Open WebUI ships are used: pydantic, aiohttp.
 
 import asyncio
 import base64
 import contextlib
 import json
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -42,7 +44,14 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a run object holds at most 2 x 1 MiB of
 # the HTTP round trips. The tool gives up (and cancels the run) after timeout_ms + this.
 DEADLINE_SLACK_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
-USER_AGENT = "codeexec-openwebui-tool/1.0.0"
+# codeexec sends a keep-alive comment after 15 s without events; this long without a byte, the stream is dead.
+STREAM_IDLE_S = 60.0
+# Live output in the status line: the first line at once, then at most one line per interval (each status
+# is a socket message to the browser and a write to Open WebUI's database).
+STATUS_INTERVAL_S = 0.5
+STATUS_LINE_CHARS = 80
+OUTPUT_TAIL_CHARS = 4096  # per stream: enough to find the last line of output
+USER_AGENT = "codeexec-openwebui-tool/1.1.0"
 
 EventEmitter = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -60,6 +69,63 @@ class _TransportError(Exception):
         super().__init__(detail)
         self.kind = kind  # "connect" | "timeout" | "other"
         self.detail = detail
+
+
+class _StreamBroken(Exception):
+    """The event stream cannot be read on: cut, unreadable, or not what codeexec sends."""
+
+
+class _EventStream:
+    """An open text/event-stream answer, read as its bytes arrive."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    async def read(self) -> bytes:
+        """The next bytes as they come, b"" at the end."""
+        try:
+            return bytes(await self._response.content.readany())
+        except TimeoutError as exc:
+            raise _StreamBroken(f"no byte for {STREAM_IDLE_S:.0f} s") from exc
+        except Exception as exc:  # cut, reset, a bad chunk: whatever it is, the caller polls instead
+            raise _StreamBroken(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._response.close()  # drops the connection: the run goes on without a reader
+
+
+class _EventParser:
+    """Server-sent events from bytes in any split: (event name, data) for each complete event."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._name = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        self._buffer += chunk
+        if len(self._buffer) > MAX_RESPONSE_BYTES:
+            raise _StreamBroken("an event larger than the largest run object")
+        events: list[tuple[str, str]] = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            raw = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _StreamBroken("an event that is not UTF-8") from exc
+            if not line:
+                if self._data:
+                    events.append((self._name or "message", "\n".join(self._data)))
+                self._name, self._data = "", []
+            elif not line.startswith(":"):  # ":" starts a keep-alive comment
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    self._name = value
+                elif field == "data":
+                    self._data.append(value)
+        return events
 
 
 class _Http:
@@ -104,6 +170,39 @@ class _Http:
         except (aiohttp.ClientError, ValueError) as exc:
             raise _TransportError("other", f"{type(exc).__name__}: {exc}") from exc
 
+    async def open_stream(
+        self, url: str, *, headers: dict[str, str], json_body: Any, timeout_s: float
+    ) -> _EventStream | _Reply:
+        """POST for a text/event-stream answer: the open stream (the caller closes it), or any other
+        answer (an error, a server that does not stream) read whole."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            total=max(timeout_s, 0.1), connect=min(CONNECT_TIMEOUT_S, max(timeout_s, 0.1)), sock_read=STREAM_IDLE_S
+        )
+        try:
+            response = await self._session.request(
+                "POST", url, headers=headers, json=json_body, timeout=timeout, allow_redirects=False
+            )
+        except TimeoutError as exc:
+            raise _TransportError("timeout", f"no answer within {timeout_s:.0f} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _TransportError("connect", str(exc)) from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise _TransportError("other", f"{type(exc).__name__}: {exc}") from exc
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if response.status == 200 and content_type == "text/event-stream":
+            return _EventStream(response)
+        try:
+            body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except TimeoutError as exc:
+            raise _TransportError("timeout", f"no answer within {timeout_s:.0f} s") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise _TransportError("other", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            response.release()
+        return _Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, body)
+
 
 class _Events:
     """Open WebUI's __event_emitter__, or nothing (API calls have none). Display must never fail a run."""
@@ -123,6 +222,62 @@ class _Events:
 
     async def status(self, description: str, done: bool) -> None:
         await self.emit({"type": "status", "data": {"description": description, "done": done, "hidden": False}})
+
+
+class _Progress:
+    """The chat's status line while a run goes: a new state at once; live output as its last line, the
+    first at once and later ones at most every STATUS_INTERVAL_S (a line superseded before its turn, or by
+    the run's end, is never sent). A line equal to the one shown is not sent again."""
+
+    def __init__(self, events: _Events, lang: str) -> None:
+        self._events = events
+        self._lang = lang
+        self._shown = ""
+        self._shown_at = -math.inf
+        self._pending: str | None = None
+        self._tails: dict[str, str] = {}
+        self._line = ""
+        self._output_shown = False
+
+    async def show(self, description: str) -> None:
+        self._pending = None
+        if description == self._shown:
+            return
+        self._shown, self._shown_at = description, time.monotonic()
+        await self._events.status(description, done=False)
+
+    async def state(self, status: Any) -> None:
+        await self.show(self._describe(str(status or "queued")))
+
+    async def output(self, stream: Any, data: Any) -> None:
+        if not isinstance(data, str):
+            return
+        tail = (self._tails.get(str(stream), "") + data)[-OUTPUT_TAIL_CHARS:]
+        self._tails[str(stream)] = tail
+        line = _last_line(tail)
+        if not line or line == self._line:
+            return
+        self._line = line
+        if not self._output_shown or time.monotonic() - self._shown_at >= STATUS_INTERVAL_S:
+            self._output_shown = True
+            await self.show(self._describe("running"))
+        else:
+            self._pending = self._describe("running")
+
+    def due_in_s(self) -> float | None:
+        """Seconds until the waiting line may be shown, None if none waits."""
+        if self._pending is None:
+            return None
+        return max(self._shown_at + STATUS_INTERVAL_S - time.monotonic(), 0.0)
+
+    async def tick(self) -> None:
+        if self._pending is not None and self.due_in_s() == 0.0:
+            await self.show(self._pending)
+
+    def _describe(self, status: str) -> str:
+        if status == "running" and self._line:
+            return f"{self._lang}: running… last output: {self._line}"
+        return f"{self._lang}: {status}…"
 
 
 class Tools:
@@ -145,6 +300,13 @@ class Tools:
         memory_mb: int = Field(default=256, ge=1, description="Memory limit per run in MiB.")
         max_output_chars: int = Field(
             default=4000, ge=100, description="stdout and stderr are each cut to this many characters for the model."
+        )
+        stream: bool = Field(
+            default=True,
+            description=(
+                "Stream each run and show its latest output line in the chat's status while it runs. "
+                "Off: wait for the result (and poll), showing only the run's state."
+            ),
         )
 
     class UserValves(BaseModel):
@@ -207,41 +369,34 @@ class Tools:
             "language": lang,
             "code": _strip_fence(code),
             "limits": {"timeout_ms": self.valves.timeout_ms, "memory_mb": self.valves.memory_mb},
-            "wait": True,
+            "wait": True,  # what a server that does not stream does instead
             "metadata": _metadata(user),
         }
+        if self.valves.stream:
+            payload["stream"] = True
         if stdin is not None:
             payload["stdin"] = stdin
         deadline = time.monotonic() + self.valves.timeout_ms / 1000 + DEADLINE_SLACK_S
+        host = urlsplit(base_url).hostname
 
-        await events.status(f"Running {lang} code in codeexec…", done=False)
+        progress = _Progress(events, lang)
+        await progress.show(f"Running {lang} code in codeexec…")
         async with self._open_http() as http:
-            try:
-                reply = await http.request(
-                    "POST", f"{base_url}/v1/runs", headers=headers, json_body=payload, timeout_s=_left(deadline)
-                )
-            except _TransportError as exc:
-                await events.status("codeexec: unreachable", done=True)
-                return _transport_message(exc, base_url)
-            if reply.status not in (200, 202):
-                await events.status(f"codeexec: HTTP {reply.status}", done=True)
-                return _http_error_message(reply, urlsplit(base_url).hostname)
-            run = _json(reply.body)
-            if not isinstance(run, dict):
-                await events.status("codeexec: unreadable answer", done=True)
-                return f"Error: codeexec answered HTTP {reply.status} with a body that is not a run object."
+            if self.valves.stream:
+                started = await self._post_streaming(http, base_url, headers, payload, deadline, events, progress)
+            else:
+                started = await self._post(http, base_url, headers, payload, deadline, events)
+            if isinstance(started, str):
+                return started
+            run = started
 
-            # 202: still running after the server's own wait limit; poll until it ends or our deadline.
+            # Not finished: 202 after the server's own wait limit, or a stream that ended early (cut, or
+            # RUN_WAIT_MAX_S). Poll until it ends or our deadline.
             delay_s = 0.25
             while run.get("status") not in TERMINAL_STATUSES:
                 if _left(deadline) <= 0:
-                    await self._cancel(http, base_url, headers, run)
-                    await events.status("codeexec: gave up waiting", done=True)
-                    return (
-                        f"Error: run {run.get('id')} did not finish within {_budget_s(self.valves.timeout_ms):.0f} s "
-                        "and was cancelled."
-                    )
-                await events.status(f"{lang}: {run.get('status', 'queued')}…", done=False)
+                    return await self._give_up(http, base_url, headers, run, events)
+                await progress.state(run.get("status"))
                 await asyncio.sleep(min(delay_s, _left(deadline)))
                 delay_s = min(delay_s * 2, 2.0)
                 try:
@@ -252,15 +407,16 @@ class Tools:
                         timeout_s=min(30.0, max(_left(deadline), 1.0)),
                     )
                 except _TransportError as exc:
-                    await events.status("codeexec: unreachable", done=True)
-                    return _transport_message(exc, base_url)
+                    return await _failed(events, "codeexec: unreachable", _transport_message(exc, base_url))
                 if reply.status != 200:
-                    await events.status(f"codeexec: HTTP {reply.status}", done=True)
-                    return _http_error_message(reply, urlsplit(base_url).hostname)
+                    return await _failed(events, f"codeexec: HTTP {reply.status}", _http_error_message(reply, host))
                 polled = _json(reply.body)
                 if not isinstance(polled, dict):
-                    await events.status("codeexec: unreadable answer", done=True)
-                    return "Error: codeexec answered with a body that is not a run object."
+                    return await _failed(
+                        events,
+                        "codeexec: unreadable answer",
+                        "Error: codeexec answered with a body that is not a run object.",
+                    )
                 run = polled
 
             images = await self._inline_images(http, base_url, run) if events.enabled else []
@@ -268,6 +424,109 @@ class Tools:
             await events.emit({"type": "files", "data": {"files": images}})
         await events.status(_status_line(run, lang), done=True)
         return _format_run(run, lang, self.valves.max_output_chars, {image["name"] for image in images})
+
+    async def _post(
+        self,
+        http: _Http,
+        base_url: str,
+        headers: dict[str, str],
+        payload: dict[str, Any],
+        deadline: float,
+        events: _Events,
+    ) -> dict[str, Any] | str:
+        """POST /v1/runs, waiting: the run (finished, or still going after a 202) or an error text."""
+        try:
+            reply = await http.request(
+                "POST", f"{base_url}/v1/runs", headers=headers, json_body=payload, timeout_s=_left(deadline)
+            )
+        except _TransportError as exc:
+            return await _failed(events, "codeexec: unreachable", _transport_message(exc, base_url))
+        return await _run_from_reply(reply, base_url, events)
+
+    async def _post_streaming(
+        self,
+        http: _Http,
+        base_url: str,
+        headers: dict[str, str],
+        payload: dict[str, Any],
+        deadline: float,
+        events: _Events,
+        progress: _Progress,
+    ) -> dict[str, Any] | str:
+        """POST /v1/runs with stream: true, showing the output as it comes: the run of run.completed, the
+        run as far as the stream told (it ended or broke early; the caller polls), or an error text."""
+        try:
+            answer = await http.open_stream(
+                f"{base_url}/v1/runs", headers=headers, json_body=payload, timeout_s=_left(deadline) + 5
+            )
+        except _TransportError as exc:
+            return await _failed(events, "codeexec: unreachable", _transport_message(exc, base_url))
+        if isinstance(answer, _Reply):  # refused before streaming, or a server that does not stream
+            return await _run_from_reply(answer, base_url, events)
+
+        run: dict[str, Any] | None = None
+        parser = _EventParser()
+        reading: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                if _left(deadline) <= 0:
+                    if run is None:
+                        return await _failed(
+                            events,
+                            "codeexec: gave up waiting",
+                            f"Error: codeexec did not start the run within {_budget_s(self.valves.timeout_ms):.0f} s.",
+                        )
+                    return await self._give_up(http, base_url, headers, run, events)
+                # One read stays pending across wake-ups for the status line: cancelling a read could lose bytes.
+                if reading is None:
+                    reading = asyncio.ensure_future(answer.read())
+                due_s = progress.due_in_s()
+                await asyncio.wait({reading}, timeout=min(_left(deadline), due_s if due_s is not None else math.inf))
+                if not reading.done():
+                    await progress.tick()
+                    continue
+                chunk, reading = reading.result(), None
+                if not chunk:
+                    break
+                for name, data in parser.feed(chunk):
+                    if name not in ("run.created", "run.started", "run.output", "run.completed"):
+                        continue  # a newer server's event
+                    event = _json(data.encode("utf-8"))
+                    if not isinstance(event, dict):
+                        raise _StreamBroken(f"{name} without a JSON object")
+                    if name == "run.output":
+                        await progress.output(event.get("stream"), event.get("data"))
+                        continue
+                    run = event
+                    if name == "run.completed":
+                        return run
+                    if name == "run.started":
+                        await progress.state("running")
+                await progress.tick()
+        except _StreamBroken:
+            pass  # poll for what the stream did not tell
+        finally:
+            if reading is not None:  # not awaited: that could swallow a cancellation of this call
+                reading.cancel()
+                reading.add_done_callback(_retrieve)
+            answer.close()
+        if run is None or not run.get("id"):
+            return await _failed(
+                events,
+                "codeexec: unreadable answer",
+                "Error: codeexec's event stream ended before it named the run; the code may have run. Try again.",
+            )
+        return run
+
+    async def _give_up(
+        self, http: _Http, base_url: str, headers: dict[str, str], run: dict[str, Any], events: _Events
+    ) -> str:
+        await self._cancel(http, base_url, headers, run)
+        await events.status("codeexec: gave up waiting", done=True)
+        return (
+            f"Error: run {run.get('id')} did not finish within {_budget_s(self.valves.timeout_ms):.0f} s "
+            "and was cancelled."
+        )
 
     def _open_http(self) -> _Http:
         return _Http()
@@ -341,6 +600,43 @@ def _metadata(user: dict[str, Any] | None) -> dict[str, str]:
     if isinstance(user, dict) and user.get("id"):
         metadata["openwebui_user_id"] = str(user["id"])[:512]
     return metadata
+
+
+async def _failed(events: _Events, status: str, text: str) -> str:
+    await events.status(status, done=True)
+    return text
+
+
+async def _run_from_reply(reply: _Reply, base_url: str, events: _Events) -> dict[str, Any] | str:
+    """The run in a JSON answer to POST /v1/runs, or the error text for it."""
+    if reply.status not in (200, 202):
+        return await _failed(
+            events, f"codeexec: HTTP {reply.status}", _http_error_message(reply, urlsplit(base_url).hostname)
+        )
+    run = _json(reply.body)
+    if not isinstance(run, dict):
+        return await _failed(
+            events,
+            "codeexec: unreadable answer",
+            f"Error: codeexec answered HTTP {reply.status} with a body that is not a run object.",
+        )
+    return run
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """Marks an abandoned read's outcome as seen, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _last_line(text: str) -> str:
+    """The last line with something on it (a carriage return starts a line, as on a terminal), control
+    characters blanked, cut to STATUS_LINE_CHARS."""
+    for line in reversed(re.split(r"[\r\n]", text)):
+        line = re.sub(r"[\x00-\x1f\x7f]", " ", line).strip()
+        if line:
+            return line if len(line) <= STATUS_LINE_CHARS else line[: STATUS_LINE_CHARS - 1] + "…"
+    return ""
 
 
 def _left(deadline: float) -> float:

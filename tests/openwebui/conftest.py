@@ -1,9 +1,10 @@
 """The Open WebUI tool against Open WebUI's own code (0.12.4, in a virtualenv of its own made by
 scripts/openwebui-venv.sh; OPENWEBUI_VENV overrides where) and a live codeexec (tests/live.py).
 
-The live stack answers a waiting POST /v1/runs with 202 after 2 s (RUN_WAIT_MAX_S), so a slower run
-takes the tool's polling path, and accepts only 127.0.0.1 as host name (ALLOWED_HOSTS), so `localhost`
-shows what Open WebUI users meet when base_url's host is not allowed. Its keys are made here and removed afterwards with their runs.
+The live stack answers a waiting POST /v1/runs with 202 after 4 s (RUN_WAIT_MAX_S) and ends a stream
+then with the run as it is, so a slower run takes the tool's polling path; and it accepts only
+127.0.0.1 as host name (ALLOWED_HOSTS), so `localhost` shows what Open WebUI users meet when
+base_url's host is not allowed. Its keys are made here and removed afterwards with their runs.
 A missing Open WebUI virtualenv fails the tests; nothing is skipped.
 """
 
@@ -22,7 +23,7 @@ from tests.live import live_stack as start_live_stack
 
 OPENWEBUI_VERSION = "0.12.4"
 OPENWEBUI_VENV = Path(os.environ.get("OPENWEBUI_VENV", f"/var/cache/codeexec/openwebui-{OPENWEBUI_VERSION}"))
-RUN_WAIT_MAX_S = 2
+RUN_WAIT_MAX_S = 4
 
 
 @pytest.fixture(scope="module")

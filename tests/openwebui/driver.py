@@ -12,9 +12,12 @@ calling (open_webui/utils/middleware.py), done here with the same functions:
   get_tools (reads the tool and user rows, sets Valves/UserValves, binds __user__, __event_emitter__)
   -> execute_tool_call (the tool call as a model sends it) -> process_tool_result
 
-The events the tool emits go to a recorder that forwards them to Open WebUI's own socket emitter
-(get_event_emitter), which stores `files` and `status` on the chat message as for a browser chat.
-The plan (JSON): {"tool_path", "valves", "scenarios": [{"name", "arguments", "valves"?, "user_valves"?}]}.
+The events the tool emits go to a recorder that notes when each came (ms after the call began) and
+forwards them to Open WebUI's own socket emitter (get_event_emitter), which stores `files` and
+`status` on the chat message as for a browser chat.
+The plan (JSON): {"tool_path", "valves", "scenarios": [{"name", "arguments", "valves"?, "user_valves"?,
+"tool_globals"?}]}; `tool_globals` sets constants of the loaded tool module for one scenario (e.g. a
+shorter DEADLINE_SLACK_S), restored afterwards.
 The result (JSON): the specs, Valves schemas and, per scenario, what the model and the chat receive.
 """
 
@@ -63,7 +66,12 @@ def _open_webui() -> SimpleNamespace:
     from open_webui.models.users import Users
     from open_webui.socket.main import get_event_emitter
     from open_webui.utils.middleware import _is_tool_result_error, execute_tool_call, process_tool_result
-    from open_webui.utils.plugin import load_tool_module_by_id, replace_imports, resolve_valves_schema_options
+    from open_webui.utils.plugin import (
+        get_tools_cache,
+        load_tool_module_by_id,
+        replace_imports,
+        resolve_valves_schema_options,
+    )
     from open_webui.utils.tools import get_tool_specs, get_tools
     from starlette.requests import Request
 
@@ -81,6 +89,7 @@ def _open_webui() -> SimpleNamespace:
         execute_tool_call=execute_tool_call,
         process_tool_result=process_tool_result,
         load_tool_module_by_id=load_tool_module_by_id,
+        get_tools_cache=get_tools_cache,
         replace_imports=replace_imports,
         resolve_valves_schema_options=resolve_valves_schema_options,
         get_tool_specs=get_tool_specs,
@@ -184,8 +193,10 @@ async def _call(
     }
     socket_emitter = await ow.get_event_emitter(metadata)
     events: list[dict[str, Any]] = []
+    event_times: list[float] = []
 
     async def event_emitter(event: dict[str, Any]) -> None:
+        event_times.append(time.monotonic())
         events.append(json.loads(json.dumps(event)))
         await socket_emitter(event)
 
@@ -218,8 +229,17 @@ async def _call(
     }
     record["tool_call"] = tool_call
 
+    # The module Open WebUI runs the tool from (get_tools loaded and cached it).
+    tool_globals = type(ow.get_tools_cache(request)[TOOL_ID]).run_code.__globals__
+    saved = {name: tool_globals[name] for name in scenario.get("tool_globals", {})}
+    tool_globals.update(scenario.get("tool_globals", {}))
     started = time.monotonic()
-    params, result, _tool, tool_type, direct_tool = await ow.execute_tool_call(form_data, metadata, None, tool_call)
+    try:
+        params, result, _tool, tool_type, direct_tool = await ow.execute_tool_call(form_data, metadata, None, tool_call)
+    finally:
+        returned = time.monotonic()
+        tool_globals.update(saved)
+    record["returned_ms"] = round((returned - started) * 1000)
     record["raw_result_type"] = type(result).__name__
     result, files, embeds = await ow.process_tool_result(
         request, "run_code", result, tool_type, direct_tool, metadata, user
@@ -231,7 +251,10 @@ async def _call(
     record["result_files"] = _summarize(files)
     record["embeds"] = embeds
     record["events"] = _summarize(events)
+    record["event_times_ms"] = [round((at - started) * 1000) for at in event_times]
     record["stored_files"] = _summarize(await ow.Chats.get_message_metadata(chat_id, message_id, "files"))
+    message = await ow.Chats.get_message_by_id_and_message_id(chat_id, message_id)
+    record["stored_status_history"] = (message or {}).get("statusHistory", [])
 
 
 if __name__ == "__main__":

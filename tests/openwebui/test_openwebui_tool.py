@@ -1,9 +1,11 @@
 """openwebui_tool.py called through Open WebUI 0.12.4's own tool path (tests/openwebui/driver.py, run by
 Open WebUI's virtualenv) against a live codeexec: every language, stdin, a PNG shown in the chat, the
 user's own key, a wrong key, a timeout, a rate limit, an unreachable service, polling after 202, output
-truncation and a Go compile error. One driver process runs every scenario (Open WebUI takes seconds to
-import); the tests assert on its JSON. It also writes test-artifacts/openwebui/transcript.md, the
-scripted transcript in docs/openwebui.md.
+truncation and a Go compile error; and streaming: output in the status line while the program runs,
+the same result text with the stream Valve off, the deadline, and a stream cut or garbled on the way
+(tests/openwebui/stream_proxy.py) that the tool replaces by polling. One driver process runs every
+scenario (Open WebUI takes seconds to import); the tests assert on its JSON. It also writes
+test-artifacts/openwebui/transcript.md, the scripted transcript in docs/openwebui.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import pytest
 
 from tests.live import ARTIFACTS, ROOT, LiveStack
 from tests.openwebui.conftest import RUN_WAIT_MAX_S
+from tests.openwebui.stream_proxy import StreamProxy
 from tests.support import free_port
 
 # The servers need pytest-django's test database, which it only makes for tests that ask for one.
@@ -55,9 +59,15 @@ plt.savefig("outputs/sine.png", dpi=60)
 np.savetxt("outputs/sine.csv", np.c_[x, y], delimiter=",", header="x,sin_x", comments="")
 print(f"max sin(x) = {y.max():.4f} at x = {x[y.argmax()]:.4f}")
 """
+PAUSE_S = 1.5
+PROGRESS = f"import time\n\nprint('step 1', flush=True)\ntime.sleep({PAUSE_S})\nprint('step 2', flush=True)\n"
+# Long enough to outlive the shortened deadline, ended by the server's own timeout_ms if the cancel failed.
+DEADLINE_TIMEOUT_MS = 6000
+DEADLINE_BUDGET_S = 2
+CUT = "import time\n\nprint('before', flush=True)\ntime.sleep(1)\nprint('after')\n"
 
 
-def _scenarios(stack_url: str, tokens: dict[str, str]) -> list[dict[str, Any]]:
+def _scenarios(stack_url: str, tokens: dict[str, str], proxy_url: str) -> list[dict[str, Any]]:
     scenarios: list[dict[str, Any]] = [
         {"name": f"hello_{lang}", "arguments": {"language": lang, "code": code}, "question": f"Say hello in {lang}."}
         for lang, code in HELLO.items()
@@ -119,8 +129,13 @@ def _scenarios(stack_url: str, tokens: dict[str, str]) -> list[dict[str, Any]]:
             "arguments": {"language": "php", "code": "<?php echo 2;"},
         },
         {
-            "name": "slow_poll",  # longer than the server's wait: 202, then the tool polls
-            "arguments": {"language": "node", "code": "setTimeout(() => console.log('done'), 3500);"},
+            "name": "slow_poll",  # longer than the server's wait: the stream ends with the run unfinished; polled
+            "arguments": {"language": "node", "code": "setTimeout(() => console.log('done'), 5000);"},
+        },
+        {
+            "name": "slow_poll_unstreamed",  # 202 after the server's wait, then polled
+            "valves": {"stream": False},
+            "arguments": {"language": "node", "code": "setTimeout(() => console.log('done'), 5000);"},
         },
         {
             "name": "long_output",
@@ -131,12 +146,55 @@ def _scenarios(stack_url: str, tokens: dict[str, str]) -> list[dict[str, Any]]:
             "name": "go_compile_error",
             "arguments": {"language": "go", "code": 'package main\n\nfunc main() {\n\tfmt.Println("x")\n}\n'},
         },
+        # ---- streaming
+        {
+            "name": "progress",
+            "question": "Print step 1, wait a moment, then print step 2.",
+            "arguments": {"language": "python", "code": PROGRESS},
+        },
+        {
+            "name": "progress_unstreamed",
+            "valves": {"stream": False},
+            "arguments": {"language": "python", "code": PROGRESS},
+        },
+        {
+            "name": "hello_python_unstreamed",
+            "valves": {"stream": False},
+            "arguments": {"language": "python", "code": HELLO["python"]},
+        },
+        {
+            "name": "deadline",  # the tool's deadline (timeout_ms + DEADLINE_SLACK_S) made shorter than the run
+            "valves": {"timeout_ms": DEADLINE_TIMEOUT_MS},
+            "tool_globals": {"DEADLINE_SLACK_S": DEADLINE_BUDGET_S - DEADLINE_TIMEOUT_MS / 1000},
+            "arguments": {
+                "language": "python",
+                "code": "import time\n\nprint('working', flush=True)\ntime.sleep(60)\n",
+            },
+        },
+        {
+            "name": "stream_cut",
+            "valves": {"base_url": f"{proxy_url}/cut"},
+            "arguments": {"language": "python", "code": CUT},
+        },
+        {
+            "name": "stream_garbage",
+            "valves": {"base_url": f"{proxy_url}/garbage"},
+            "arguments": {"language": "python", "code": CUT},
+        },
     ]
     return scenarios
 
 
 @pytest.fixture(scope="module")
-def driven(openwebui_python: Path, live_stack: LiveStack, api_keys: dict[str, str]) -> dict[str, Any]:
+def stream_proxy(live_stack: LiveStack) -> Iterator[StreamProxy]:
+    with StreamProxy(live_stack.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def driven(
+    openwebui_python: Path, live_stack: LiveStack, api_keys: dict[str, str], stream_proxy: StreamProxy
+) -> dict[str, Any]:
     """Every scenario through Open WebUI's tool path, in one driver process."""
     with tempfile.TemporaryDirectory(prefix="codeexec-openwebui-data-") as data_dir:
         plan = {
@@ -148,7 +206,7 @@ def driven(openwebui_python: Path, live_stack: LiveStack, api_keys: dict[str, st
                 "memory_mb": 256,
                 "max_output_chars": 4000,
             },
-            "scenarios": _scenarios(live_stack.url, api_keys),
+            "scenarios": _scenarios(live_stack.url, api_keys, stream_proxy.url),
         }
         plan_path, out_path = Path(data_dir, "plan.json"), Path(data_dir, "out.json")
         plan_path.write_text(json.dumps(plan))
@@ -224,7 +282,8 @@ def test_it_offers_the_model_one_function_with_five_languages(driven: dict[str, 
 
 def test_it_masks_the_api_keys_as_password_inputs(driven: dict[str, Any]) -> None:
     valves = driven["valves_schema"]["properties"]
-    assert set(valves) == {"base_url", "api_key", "timeout_ms", "memory_mb", "max_output_chars"}
+    assert set(valves) == {"base_url", "api_key", "timeout_ms", "memory_mb", "max_output_chars", "stream"}
+    assert valves["stream"]["type"] == "boolean" and valves["stream"]["default"] is True
     assert valves["api_key"]["type"] == "string" and valves["api_key"]["input"] == {"type": "password"}
     user_valves = driven["user_valves_schema"]["properties"]
     assert user_valves["api_key"]["type"] == "string" and user_valves["api_key"]["input"] == {"type": "password"}
@@ -327,11 +386,14 @@ def test_it_reports_a_rate_limit_with_when_to_retry(driven: dict[str, Any]) -> N
     )
 
 
-def test_it_polls_a_run_the_server_stopped_waiting_for(driven: dict[str, Any]) -> None:
-    scenario = _scenario(driven, "slow_poll")
+@pytest.mark.parametrize("name", ["slow_poll", "slow_poll_unstreamed"])
+def test_it_polls_a_run_the_server_stopped_waiting_for(driven: dict[str, Any], name: str) -> None:
+    scenario = _scenario(driven, name)
     assert "succeeded" in scenario["result"] and "```\ndone\n```" in scenario["result"]
     assert scenario["elapsed_ms"] > RUN_WAIT_MAX_S * 1000
-    assert any(not done and description.startswith("node: running") for description, done in _statuses(scenario))
+    statuses = _statuses(scenario)
+    assert ("node: running…", False) in statuses
+    assert len(statuses) == len(set(statuses))  # one line per state, not one per poll
 
 
 def test_it_cuts_long_output_for_the_model(driven: dict[str, Any]) -> None:
@@ -346,6 +408,88 @@ def test_it_reports_a_go_compile_error(driven: dict[str, Any]) -> None:
     result = _scenario(driven, "go_compile_error")["result"]
     assert "failed: the Go build failed (compiler output in stderr)" in result
     assert "undefined: fmt" in result
+
+
+# ---- streaming -------------------------------------------------------------------------------------
+
+
+def _timed_statuses(scenario: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    """(ms after the call began, description, done) of each status event, in the order they came."""
+    return [
+        (at, e["data"]["description"], e["data"]["done"])
+        for at, e in zip(scenario["event_times_ms"], scenario["events"], strict=True)
+        if e["type"] == "status"
+    ]
+
+
+def test_it_shows_output_in_the_status_line_while_the_program_runs(driven: dict[str, Any]) -> None:
+    scenario = _scenario(driven, "progress")
+    timed = _timed_statuses(scenario)
+    assert [(description, done) for _at, description, done in timed[:-1]] == [
+        ("Running python code in codeexec…", False),
+        ("python: running…", False),
+        ("python: running… last output: step 1", False),
+        ("python: running… last output: step 2", False),
+    ]
+    assert re.fullmatch(r"python: succeeded in \d+ ms", timed[-1][1]) and timed[-1][2] is True
+    step_1, step_2, finished = timed[2][0], timed[3][0], timed[-1][0]
+    # Each line came as the program printed it: step 1 a pause before step 2 and before the result.
+    assert step_2 - step_1 >= (PAUSE_S - 0.5) * 1000, timed
+    assert scenario["returned_ms"] - step_1 >= (PAUSE_S - 0.5) * 1000, (timed, scenario["returned_ms"])
+    assert step_1 <= step_2 <= finished <= scenario["returned_ms"]
+    # Open WebUI saved them on the chat message in that order.
+    assert scenario["stored_status_history"] == [e["data"] for e in scenario["events"] if e["type"] == "status"]
+
+
+@pytest.mark.parametrize("name", ["progress", "hello_python"])
+def test_the_result_is_the_same_with_the_stream_valve_off(driven: dict[str, Any], name: str) -> None:
+    streamed, unstreamed = _scenario(driven, name), _scenario(driven, f"{name}_unstreamed")
+    assert _normalized(streamed["result"]) == _normalized(unstreamed["result"])
+    assert streamed["output_status"] == unstreamed["output_status"] == "completed"
+    if name == "progress":
+        assert "```\nstep 1\nstep 2\n```" in unstreamed["result"]
+    # Off, the status line shows states only: the tool waits on the POST and never sees output early.
+    unstreamed_statuses = [description for description, _done in _statuses(unstreamed)]
+    assert unstreamed_statuses[0] == "Running python code in codeexec…"
+    assert unstreamed_statuses[-1].startswith("python: succeeded in ")
+    assert not any("last output" in description for description in unstreamed_statuses)
+
+
+def test_it_cancels_a_streamed_run_at_its_deadline(driven: dict[str, Any], django_db_blocker: Any) -> None:
+    from runs.models import Run
+
+    scenario = _scenario(driven, "deadline")
+    match = re.fullmatch(
+        rf"Error: run (run_\w+) did not finish within {DEADLINE_BUDGET_S} s and was cancelled\.", scenario["result"]
+    )
+    assert match, scenario["result"]
+    assert scenario["output_status"] == "failed"
+    # Given up at the deadline, well before the server's own limit would have ended the run.
+    assert DEADLINE_BUDGET_S * 1000 <= scenario["elapsed_ms"] < DEADLINE_TIMEOUT_MS, scenario["elapsed_ms"]
+    statuses = _statuses(scenario)
+    assert ("python: running…", False) in statuses  # it was streaming when the deadline came
+    assert statuses[-1] == ("codeexec: gave up waiting", True)
+    with django_db_blocker.unblock():
+        run = Run.objects.get(public_id=match.group(1))
+        deadline = time.monotonic() + 30
+        while not run.is_terminal and time.monotonic() < deadline:  # the worker kills the sandbox
+            time.sleep(0.2)
+            run.refresh_from_db()
+    assert run.status == "cancelled" and run.error_code == "cancelled", (run.status, run.error_code)
+
+
+@pytest.mark.parametrize("name", ["stream_cut", "stream_garbage"])
+def test_a_broken_stream_falls_back_to_polling(driven: dict[str, Any], stream_proxy: StreamProxy, name: str) -> None:
+    scenario = _scenario(driven, name)
+    result = scenario["result"]
+    assert re.match(r"Ran python \S+ in \d+ ms: succeeded, exit code 0\.", result), result
+    assert "stdout:\n```\nbefore\nafter\n```" in result
+    assert scenario["output_status"] == "completed"
+    seen = stream_proxy.seen(name.removeprefix("stream_"))
+    assert seen[0] == ("POST", "/v1/runs")
+    polls = [path for method, path in seen[1:] if method == "GET" and path.startswith("/v1/runs/run_")]
+    assert polls and len(set(polls)) == 1, seen  # what the stream did not finish, GET /v1/runs/{id} did
+    assert _statuses(scenario)[-1][0].startswith("python: succeeded")
 
 
 def test_it_records_whose_chat_ran_the_code(driven: dict[str, Any], django_db_blocker: Any) -> None:
@@ -392,7 +536,7 @@ def test_the_integration_guides_handler_works(
         run_code({"language": "python", "code": "print(6 * 7)"})
         == "status: succeeded, exit code 0\nstdout:\n42\n\nstderr: (empty)"
     )
-    slow = run_code({"language": "ruby", "code": "sleep 3\nputs 'late'"})  # 202, then polled
+    slow = run_code({"language": "ruby", "code": f"sleep {RUN_WAIT_MAX_S + 1}\nputs 'late'"})  # 202, then polled
     assert slow.startswith("status: succeeded, exit code 0\nstdout:\nlate")
     wrong = _guide_handler(live_stack, "ck-not-a-key", monkeypatch)({"language": "python", "code": "print(1)"})
     assert wrong.startswith("Error: codeexec refused the run (401 invalid_api_key): ")
@@ -420,6 +564,7 @@ def test_the_guides_transcript_is_current(driven: dict[str, Any]) -> None:
 
 
 TRANSCRIPT_ANSWERS = {  # the scripted assistant's reply after each tool result
+    "progress": "It printed step 1, then step 2 about 1.5 s later; the status line showed each as it came.",
     "plot_png": "sin(x) peaks at x ≈ 1.5787 (π/2), where it reaches 1.0. The plot is above; the data is in sine.csv.",
     "timeout": "The loop never ends, so codeexec stopped it at the 1-second limit; nothing was printed.",
     "wrong_key": "I could not run the code: codeexec rejected the tool's API key. An admin needs to fix the key.",
@@ -452,10 +597,13 @@ def _write_transcript(out: dict[str, Any]) -> None:
             arguments["code"].rstrip("\n"),
             fence,
             "",
-            "Events from the tool (`__event_emitter__`), as the chat receives them:",
+            "Events from the tool (`__event_emitter__`), as the chat receives them (ms after the call began):",
             "",
-            f"{fence}json",
-            *[json.dumps(_shown(event), ensure_ascii=False) for event in scenario["events"]],
+            f"{fence}text",
+            *[
+                f"{at} ms: {json.dumps(_shown(event), ensure_ascii=False)}"
+                for at, event in zip(scenario["event_times_ms"], scenario["events"], strict=True)
+            ],
             fence,
             "",
             f"Tool result, as Open WebUI passes it back to the model (call status `{scenario['output_status']}`):",

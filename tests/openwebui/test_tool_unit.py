@@ -1,12 +1,15 @@
 """openwebui_tool.py on its own, in the project's virtualenv: the HTTP layer replaced by a scripted fake,
 for what a live server will not readily do (502 pages, a run that never ends, huge images, an event
-emitter that raises). The tool's real path through Open WebUI is in test_openwebui_tool.py."""
+emitter that raises, event streams split anywhere, stalled or garbled). The tool's real path through
+Open WebUI is in test_openwebui_tool.py."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
+import time
 from types import ModuleType
 from typing import Any
 
@@ -56,8 +59,55 @@ def reply(status: int, body: Any, **headers: str) -> Any:
     return Reply(status, {k.lower().replace("_", "-"): v for k, v in headers.items()}, raw)
 
 
+def sse(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def output(text: str, stream: str = "stdout") -> bytes:
+    return sse("run.output", {"stream": stream, "data": text})
+
+
+class FakeStream:
+    """An open event stream: bytes to hand out, floats to wait that many seconds first, exceptions to
+    raise; then the end (b""), or nothing ever again with `hang`."""
+
+    def __init__(self, *items: bytes | float | BaseException, hang: bool = False) -> None:
+        self.items = list(items)
+        self.hang = hang
+        self.closed = False
+
+    async def read(self) -> bytes:
+        while self.items:
+            item = self.items.pop(0)
+            if isinstance(item, float):
+                await asyncio.sleep(item)
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                return item
+        if self.hang:
+            await asyncio.Event().wait()
+        return b""
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def streamed(*runs_and_bytes: bytes | float | BaseException, hang: bool = False) -> FakeStream:
+    return FakeStream(*runs_and_bytes, hang=hang)
+
+
+def whole_stream(run: dict[str, Any], *chunks: bytes | float) -> FakeStream:
+    """What codeexec sends for a run that ends while streamed."""
+    started = {**run, "status": "running"}
+    return FakeStream(
+        sse("run.created", {**run, "status": "queued"}), sse("run.started", started), *chunks, sse("run.completed", run)
+    )
+
+
 class FakeHttp:
-    """Answers requests from a script of (method, url prefix) -> reply or exception, and records them."""
+    """Answers requests from a script of (method, url prefix) -> reply, stream or exception, and records
+    them. A POST with stream: true goes through open_stream and takes the next POST entry."""
 
     def __init__(self, script: list[tuple[str, str, Any]]) -> None:
         self.script = list(script)
@@ -69,8 +119,7 @@ class FakeHttp:
     async def __aexit__(self, *exc_info: object) -> None:
         return None
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> Any:
-        self.calls.append({"method": method, "url": url, **kwargs})
+    def _answer(self, method: str, url: str) -> Any:
         for index, (want_method, prefix, answer) in enumerate(self.script):
             if want_method == method and url.startswith(prefix):
                 del self.script[index]
@@ -78,6 +127,16 @@ class FakeHttp:
                     raise answer
                 return answer
         raise AssertionError(f"unexpected {method} {url}")
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        self.calls.append({"method": method, "url": url, **kwargs})
+        answer = self._answer(method, url)
+        assert not isinstance(answer, FakeStream), f"{method} {url} read as a whole"
+        return answer
+
+    async def open_stream(self, url: str, **kwargs: Any) -> Any:
+        self.calls.append({"method": "POST", "url": url, "streamed": True, **kwargs})
+        return self._answer("POST", url)
 
 
 def make_tools(http: FakeHttp, **valves: Any) -> Any:
@@ -100,17 +159,22 @@ def call(tools: Any, *, language: str = "python", code: str = "print('hi')", **k
 # ---- what it sends ---------------------------------------------------------------------------------
 
 
-def test_it_posts_the_run_with_the_valves_limits() -> None:
-    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", reply(200, run_object()))])
-    result, _ = call(make_tools(http, timeout_ms=2500, memory_mb=128), stdin="x", __user__={"id": "u-1"})
+@pytest.mark.parametrize("stream", [True, False])
+def test_it_posts_the_run_with_the_valves_limits(stream: bool) -> None:
+    answer = whole_stream(run_object()) if stream else reply(200, run_object())
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", answer)])
+    tools = make_tools(http, timeout_ms=2500, memory_mb=128, stream=stream)
+    result, _ = call(tools, stdin="x", __user__={"id": "u-1"})
     (sent,) = http.calls
     assert sent["headers"]["Authorization"] == "Bearer ck-admin"
+    assert sent.get("streamed", False) is stream
     assert sent["json_body"] == {
         "language": "python",
         "code": "print('hi')",
         "stdin": "x",
         "limits": {"timeout_ms": 2500, "memory_mb": 128},
         "wait": True,
+        **({"stream": True} if stream else {}),
         "metadata": {"client": "open-webui", "openwebui_user_id": "u-1"},
     }
     assert result.startswith("Ran python 3.11.2 in 12 ms: succeeded, exit code 0.")
@@ -250,6 +314,9 @@ def test_it_never_raises() -> None:
         async def request(self, method: str, url: str, **kwargs: Any) -> Any:
             raise KeyError("boom")
 
+        async def open_stream(self, url: str, **kwargs: Any) -> Any:
+            raise KeyError("boom")
+
     result, events = call(make_tools(Exploding([])))
     assert result == "Error: the codeexec tool failed unexpectedly (KeyError: 'boom')."
     assert events[-1] == {
@@ -261,25 +328,28 @@ def test_it_never_raises() -> None:
 # ---- waiting ---------------------------------------------------------------------------------------
 
 
-def test_it_polls_after_202_until_the_run_ends() -> None:
+@pytest.mark.parametrize("stream", [True, False])  # a 202 answers a server that does not stream, too
+def test_it_polls_after_202_until_the_run_ends(stream: bool) -> None:
     http = FakeHttp(
         [
-            ("POST", "http://codeexec:8080/v1/runs", reply(202, run_object(status="running"))),
+            ("POST", "http://codeexec:8080/v1/runs", reply(202, run_object(status="queued"))),
+            ("GET", "http://codeexec:8080/v1/runs/run_abc", reply(200, run_object(status="running"))),
             ("GET", "http://codeexec:8080/v1/runs/run_abc", reply(200, run_object(status="running"))),
             ("GET", "http://codeexec:8080/v1/runs/run_abc", reply(200, run_object(stdout="late\n"))),
         ]
     )
-    result, events = call(make_tools(http))
+    result, events = call(make_tools(http, stream=stream))
     assert "```\nlate\n```" in result
-    assert [e["data"]["description"] for e in events] == [
+    assert [e["data"]["description"] for e in events] == [  # a line per state, not per poll
         "Running python code in codeexec…",
-        "python: running…",
+        "python: queued…",
         "python: running…",
         "python: succeeded in 12 ms",
     ]
 
 
-def test_it_cancels_a_run_that_outlives_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stream", [True, False])
+def test_it_cancels_a_run_that_outlives_its_deadline(monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
     monkeypatch.setattr(tool_module, "DEADLINE_SLACK_S", 0.3)
     running = reply(200, run_object(status="running"))
     http = FakeHttp(
@@ -289,9 +359,207 @@ def test_it_cancels_a_run_that_outlives_its_deadline(monkeypatch: pytest.MonkeyP
             ("POST", "http://codeexec:8080/v1/runs/run_abc/cancel", reply(200, run_object(status="cancelled"))),
         ]
     )
-    result, _ = call(make_tools(http, timeout_ms=100))
+    result, _ = call(make_tools(http, timeout_ms=100, stream=stream))
     assert result == "Error: run run_abc did not finish within 0 s and was cancelled."
     assert http.calls[-1]["url"] == "http://codeexec:8080/v1/runs/run_abc/cancel"
+
+
+# ---- streaming -------------------------------------------------------------------------------------
+
+
+def statuses(events: list[dict[str, Any]]) -> list[str]:
+    return [e["data"]["description"] for e in events if e["type"] == "status"]
+
+
+def test_a_streamed_run_gives_the_same_text_as_a_waited_one() -> None:
+    run = run_object(stdout="a\nb\n", stderr="warn\n", artifacts=[artifact("t.txt", "text/plain", 5)])
+    texts = []
+    for answer, stream in (
+        (whole_stream(run, output("a\nb\n"), output("warn\n", "stderr")), True),
+        (reply(200, run), False),
+    ):
+        http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", answer)])
+        texts.append(call(make_tools(http, stream=stream))[0])
+    assert texts[0] == texts[1]
+    assert texts[0].startswith("Ran python 3.11.2 in 12 ms: succeeded, exit code 0.\n\nstdout:\n```\na\nb\n```")
+
+
+def test_it_shows_the_latest_output_line_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool_module, "STATUS_INTERVAL_S", 0.2)
+    stream = whole_stream(
+        run_object(stdout="step 1\nstep 2\nstep 3\n"),
+        output("step 1\n"),  # the first line: at once
+        output("step 2\n"),  # too soon: waits for its turn, which comes while nothing else does
+        0.35,
+        output("step 3\n"),  # too soon after step 2, and the run ends first: never shown
+    )
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", stream)])
+    _, events = call(make_tools(http))
+    assert statuses(events) == [
+        "Running python code in codeexec…",
+        "python: running…",
+        "python: running… last output: step 1",
+        "python: running… last output: step 2",
+        "python: succeeded in 12 ms",
+    ]
+    assert stream.closed
+
+
+def test_a_chatty_program_gets_a_few_status_lines_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool_module, "STATUS_INTERVAL_S", 0.2)
+    chunks: list[bytes | float] = []
+    for i in range(100):
+        chunks += [output(f"line {i}\n"), 0.01]
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", whole_stream(run_object(), *chunks))])
+    times: list[float] = []
+    events: list[dict[str, Any]] = []
+
+    async def emitter(event: dict[str, Any]) -> None:
+        times.append(time.monotonic())
+        events.append(event)
+
+    started = time.monotonic()
+    asyncio.run(make_tools(http).run_code("python", "x", __event_emitter__=emitter))
+    elapsed_s = time.monotonic() - started
+    live = [t for t, e in zip(times, events, strict=True) if "last output" in e["data"]["description"]]
+    assert 3 <= len(live) <= 2 + elapsed_s / 0.2, (len(live), elapsed_s)
+    assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(live))
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("one\ntwo\n\n  \n", "two"),
+        ("10%\r50%\r", "50%"),  # a progress bar redrawn with carriage returns
+        ("half a li", "half a li"),
+        ("tab\there\x1b[31mred\x00", "tab here [31mred"),
+        ("x" * 200 + "\n", "x" * 79 + "…"),
+        ("   \n\n", ""),
+    ],
+)
+def test_the_status_line_shows_the_last_line_cleaned_and_cut(text: str, line: str) -> None:
+    assert tool_module._last_line(text) == line
+
+
+def test_output_lines_from_both_streams_and_across_chunks() -> None:
+    stream = whole_stream(run_object(), output("par"), output("tial\n"), output("oops\n", "stderr"))
+    _, events = call(make_tools(FakeHttp([("POST", "http://codeexec:8080/v1/runs", stream)])))
+    # "par" shows at once (the first line); "partial" waits, then "oops" replaces it; the end drops it.
+    assert statuses(events)[2] == "python: running… last output: par"
+    assert "python: running… last output: partial" not in statuses(events)
+
+
+def test_events_split_anywhere_are_read_whole() -> None:
+    run = run_object(stdout="é€😀\n" * 3)
+    body = (
+        b": keep-alive\r\n\r\n"
+        + sse("run.created", run).replace(b"\n", b"\r\n")
+        + b"event: run.future\ndata: {}\n\n"  # an event this tool does not know is skipped
+        + output("é€😀\n")
+        + b'event: run.output\ndata: {"stream": "stdout",\ndata:  "data": "two"}\n\n'  # data on two lines
+        + sse("run.completed", run)
+    )
+    for size in (1, 2, 3, 7, 64, len(body)):
+        parser = tool_module._EventParser()
+        found = []
+        for start in range(0, len(body), size):
+            found += parser.feed(body[start : start + size])
+        assert [name for name, _ in found] == ["run.created", "run.future", "run.output", "run.output", "run.completed"]
+        assert json.loads(found[2][1]) == {"stream": "stdout", "data": "é€😀\n"}
+        assert json.loads(found[3][1]) == {"stream": "stdout", "data": "two"}
+        assert json.loads(found[4][1]) == run
+
+
+def test_a_run_object_larger_than_aiohttps_line_limit_is_read() -> None:
+    """aiohttp's readline stops at 128 KiB; a run.completed line holds up to 2 x 1 MiB of output."""
+    run = run_object(stdout="\u2603" * 700_000)  # JSON-escaped: 6 bytes a character
+    body = sse("run.completed", run)
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", streamed(sse("run.created", run), *chunks))])
+    result, _ = call(make_tools(http, max_output_chars=100))
+    assert result.startswith("Ran python 3.11.2 in 12 ms: succeeded")
+    assert "stdout (699900 of 700000 characters omitted here):" in result
+
+
+BROKEN_STREAMS = {
+    "cut": (tool_module._StreamBroken("ClientPayloadError: Response payload is not completed"),),
+    "garbled": (b"event: run.output\ndata: {not json\n\n", 5.0),
+    "not UTF-8": (b"event: run.output\ndata: \xff\xfe\n\n",),
+    "ended early": (),
+}
+
+
+@pytest.mark.parametrize("how", list(BROKEN_STREAMS))
+def test_a_broken_stream_falls_back_to_polling(how: str) -> None:
+    started = run_object(status="running")
+    stream = streamed(
+        sse("run.created", run_object(status="queued")),
+        sse("run.started", started),
+        output("x\n"),
+        *BROKEN_STREAMS[how],
+    )
+    http = FakeHttp(
+        [
+            ("POST", "http://codeexec:8080/v1/runs", stream),
+            ("GET", "http://codeexec:8080/v1/runs/run_abc", reply(200, run_object(stdout="x\ny\n"))),
+        ]
+    )
+    result, events = call(make_tools(http))
+    assert "```\nx\ny\n```" in result and result.startswith("Ran python 3.11.2 in 12 ms: succeeded")
+    assert stream.closed
+    assert [c["method"] for c in http.calls] == ["POST", "GET"]
+    assert statuses(events)[-1] == "python: succeeded in 12 ms"
+
+
+def test_a_stream_the_server_ended_before_the_run_is_polled() -> None:
+    """After RUN_WAIT_MAX_S the stream ends with run.completed of a run still going."""
+    running = run_object(status="running")
+    stream = streamed(sse("run.created", running), sse("run.started", running), sse("run.completed", running))
+    http = FakeHttp(
+        [
+            ("POST", "http://codeexec:8080/v1/runs", stream),
+            ("GET", "http://codeexec:8080/v1/runs/run_abc", reply(200, run_object())),
+        ]
+    )
+    result, _ = call(make_tools(http))
+    assert result.startswith("Ran python 3.11.2 in 12 ms: succeeded")
+
+
+def test_a_stream_that_never_names_the_run_is_an_error() -> None:
+    stream = streamed(b": keep-alive\n\n", b"event: run.created\ndata: [1, 2]\n\n")
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", stream)])
+    result, events = call(make_tools(http))
+    assert result == ("Error: codeexec's event stream ended before it named the run; the code may have run. Try again.")
+    assert events[-1]["data"] == {"description": "codeexec: unreadable answer", "done": True, "hidden": False}
+    assert len(http.calls) == 1
+
+
+def test_it_cancels_a_streamed_run_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool_module, "DEADLINE_SLACK_S", 0.3)
+    running = run_object(status="running")
+    stream = streamed(sse("run.created", running), sse("run.started", running), output("working\n"), hang=True)
+    http = FakeHttp(
+        [
+            ("POST", "http://codeexec:8080/v1/runs", stream),
+            ("POST", "http://codeexec:8080/v1/runs/run_abc/cancel", reply(200, run_object(status="cancelled"))),
+        ]
+    )
+    started = time.monotonic()
+    result, events = call(make_tools(http, timeout_ms=200))
+    assert 0.45 <= time.monotonic() - started < 2
+    assert result == "Error: run run_abc did not finish within 0 s and was cancelled."
+    assert http.calls[-1]["url"] == "http://codeexec:8080/v1/runs/run_abc/cancel"
+    assert stream.closed
+    assert statuses(events)[-2:] == ["python: running… last output: working", "codeexec: gave up waiting"]
+
+
+def test_a_streamed_run_survives_an_emitter_that_raises() -> None:
+    async def broken_emitter(event: dict[str, Any]) -> None:
+        raise RuntimeError("socket closed")
+
+    http = FakeHttp([("POST", "http://codeexec:8080/v1/runs", whole_stream(run_object(), output("hi\n")))])
+    result = asyncio.run(make_tools(http).run_code("python", "1", __event_emitter__=broken_emitter))
+    assert result.startswith("Ran python 3.11.2 in 12 ms: succeeded")
 
 
 # ---- output and artifacts --------------------------------------------------------------------------
