@@ -57,6 +57,9 @@ LANGUAGES: dict[str, Language] = {
                 "MPLBACKEND": "Agg",
                 "MPLCONFIGDIR": MPLCONFIGDIR,
                 "PYTHONDONTWRITEBYTECODE": "1",
+                # Output leaves as it is written: it streams live, keeps its order between stdout and
+                # stderr, and survives a kill (timeout, memory) instead of dying in a buffer.
+                "PYTHONUNBUFFERED": "1",
                 "PYTHONIOENCODING": "utf-8",
                 "OPENBLAS_NUM_THREADS": "1",
                 "OMP_NUM_THREADS": "1",

@@ -7,6 +7,9 @@
 #   - did_you_mean and error_highlight are loaded, so error messages read the same;
 #   - RubyGems itself loads on first use: the constant Gem (autoload), Kernel#gem, or a require of a
 #     rubygems/ file or of bundler, rbs or typeprof, which need it.
+# And $stdout is unbuffered, as Python's is in the sandbox: output streams live, keeps its order with
+# stderr, and survives a kill (timeout, memory) instead of dying in a buffer.
+$stdout.sync = true
 autoload :Gem, "rubygems"
 
 module Kernel

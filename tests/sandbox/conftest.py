@@ -6,7 +6,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,7 @@ class Runner:
         sources: tuple[SourceFile, ...] = (),
         files: tuple[InputFile, ...] = (),
         artifacts: bool = True,
+        on_output: Callable[[str, bytes], None] | None = None,
         **limits: int,
     ) -> RunResult:
         spec = RunSpec(
@@ -74,7 +75,7 @@ class Runner:
         out = self.tmp_path / "artifacts" if artifacts else None
         if out is not None:
             out.mkdir(exist_ok=True)
-        return self.backend.run(spec, artifacts_dir=out)
+        return self.backend.run(spec, artifacts_dir=out, on_output=on_output)
 
 
 @pytest.fixture
