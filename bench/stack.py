@@ -42,6 +42,8 @@ class Stack:
     host: str
     port: int
     token: str
+    groups: dict[str, int] = dataclasses.field(default_factory=dict)  # "gunicorn"/"rundramatiq": process group
+    logs: Path | None = None  # the servers' logs, removed with the stack
 
 
 def get(host: str, port: int, path: str) -> tuple[int | None, str]:
@@ -95,7 +97,7 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
             for name, argv in (("rundramatiq", worker_argv), ("gunicorn", web_argv)):
                 procs.append((name, _start(argv, env, logs / f"{name}.log"), logs / f"{name}.log"))
             _wait_ready("127.0.0.1", port, procs)
-            yield Stack("127.0.0.1", port, token)
+            yield Stack("127.0.0.1", port, token, {name: proc.pid for name, proc, _ in procs}, logs)
         finally:
             progress("stack: stopping and removing it")
             for _name, proc, _log in reversed(procs):
