@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from .common import EXPECTED_STDOUT, HELLO, BenchError, progress, summarize, throughput
-from .stack import WORKER_THREADS, Stack
+from .stack import WORKER_THREADS, Stack, log_tails
 
 MIX = ["python", "node", "ruby", "php"]
 POLL_EVERY = 7  # prime to the mix's length, so every language is polled in turn
@@ -45,6 +45,8 @@ CLIENT_THREADS = 64  # enough that a slow answer never delays the next scheduled
 HTTP_TIMEOUT_S = 60
 DRAIN_S = 60  # an accepted run not terminal this long after the last request was answered is lost
 SAMPLE_EVERY_S = 1.0
+MIN_AGE_S = 1.0  # see group_rss_kib()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # "Flat": the slope over the second half of the hold, when warm-up (imports, malloc arenas of the
 # threads, connection pools) is over. Flagged when it is above RSS_FLAG_MIB_PER_MIN and the second half
 # rose by RSS_FLAG_MIN_RISE_MIB or more (below that a short hold extrapolates allocator noise); a failure
@@ -188,25 +190,31 @@ class Sampler(threading.Thread):
             self.error = exc
 
 
-def group_rss_kib(groups: dict[str, int]) -> dict[str, tuple[int, int]]:
-    """(VmRSS KiB summed, process count) of each process group, from /proc."""
-    found = {name: [0, 0] for name in groups}
+def group_rss_kib(groups: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+    """(VmRSS KiB, processes, threads) summed over each process group, from /proc.
+
+    Processes younger than MIN_AGE_S are left out: the worker forks to start a sandbox (the child leaves
+    the group with setsid before it execs bubblewrap), and such a child shows its parent's whole RSS."""
+    found = {name: [0, 0, 0] for name in groups}
     by_pgid = {pgid: name for name, pgid in groups.items()}
+    uptime_s = float(Path("/proc/uptime").read_text().split()[0])
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
-            pgid = int(stat.rsplit(")", 1)[1].split()[2])  # after the command name: state, ppid, pgrp
-            if pgid not in by_pgid:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            pgid, started_s = int(fields[2]), int(fields[19]) / CLOCK_TICKS  # after the name: state ppid pgrp...
+            if pgid not in by_pgid or uptime_s - started_s < MIN_AGE_S:
                 continue
             status = Path(entry.path, "status").read_text()
         except (OSError, IndexError, ValueError):  # gone in between
             continue
-        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        found[by_pgid[pgid]][0] += rss
-        found[by_pgid[pgid]][1] += 1
-    return {name: (kib, procs) for name, (kib, procs) in found.items()}
+        values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        totals = found[by_pgid[pgid]]
+        totals[0] += int(values.get("VmRSS", "0 kB").split()[0])
+        totals[1] += 1
+        totals[2] += int(values.get("Threads", "0"))
+    return {name: (kib, procs, threads) for name, (kib, procs, threads) in found.items()}
 
 
 def per_second(count: int, times_s: list[float]) -> float:
@@ -232,6 +240,7 @@ def rss_summary(samples: list[dict[str, Any]], role: str) -> dict[str, Any]:
     mib = [(s["t"], s["rss"][role][0] / 1024) for s in samples]
     second_half = [(t, v) for t, v in mib if t >= mib[-1][0] / 2]
     procs = [s["rss"][role][1] for s in samples]
+    threads = [s["rss"][role][2] for s in samples]
     start, end = mib[0][1], mib[-1][1]
     slope = slope_per_min(second_half)
     rise = slope * (second_half[-1][0] - second_half[0][0]) / 60
@@ -242,6 +251,7 @@ def rss_summary(samples: list[dict[str, Any]], role: str) -> dict[str, Any]:
         "growth_mib": round(end - start, 1),
         "slope_mib_per_min": round(slope, 2),
         "procs": [min(procs), max(procs)],
+        "threads": [min(threads), max(threads)],
         "flagged": (slope > RSS_FLAG_MIB_PER_MIN and rise >= RSS_FLAG_MIN_RISE_MIB) or end - start > RSS_FAIL_MIB,
     }
 
@@ -347,15 +357,21 @@ def measure(stack: Stack, database_url: str, mix: list[str], seconds: float, rat
             slope_per_min([(s["t"], s["queued"]) for s in sampler.samples if s["t"] >= sampler.samples[-1]["t"] / 2]), 1
         ),
         "samples": len(sampler.samples),
+        "series": {  # one sample a second: to plot
+            "t_s": [round(s["t"], 1) for s in sampler.samples],
+            **{f"{role}_mib": [round(s["rss"][role][0] / 1024, 1) for s in sampler.samples] for role in stack.groups},
+            **{f"{role}_threads": [s["rss"][role][2] for s in sampler.samples] for role in stack.groups},
+            "queued": [s["queued"] for s in sampler.samples],
+            "running": [s["running"] for s in sampler.samples],
+        },
         "rss": {role: rss_summary(sampler.samples, role) for role in stack.groups},
         "rss_flag_mib_per_min": RSS_FLAG_MIB_PER_MIN,
         "rss_fail_mib": RSS_FAIL_MIB,
     }
     result["errors"] = dict(Counter(o.error for o in outcomes if o.error).most_common(10))
     result["failures"] = failures(result)
-    if result["failures"] and stack.logs is not None:
-        for log in sorted(stack.logs.glob("*.log")):  # the stack and its logs go once the bench ends
-            progress(f"load failed; last lines of {log.name}:\n{log.read_text(errors='replace')[-4000:]}")
+    if result["failures"]:  # the stack and its logs go once the bench ends
+        progress(f"load failed ({'; '.join(result['failures'])}); the servers' logs:\n{log_tails(stack)}")
     return result
 
 

@@ -156,13 +156,13 @@ def load_table(load: dict[str, Any] | None, skipped: str) -> list[str]:
             f"p99 {latency['p99_ms']}; {paths}"
         )
     lines.append(
-        f"{'RSS, MiB (process group)':<28} {'start':>8} {'end':>8} {'max':>8} {'growth':>8} {'MiB/min':>8}  procs"
+        f"{'RSS, MiB (process group)':<28} {'start':>8} {'end':>8} {'max':>8} {'growth':>8} {'MiB/min':>8}  procs, threads"
     )
     for role, rss in load["rss"].items():
         flag = "  FLAGGED" if rss["flagged"] else ""
         lines.append(
             f"{role:<28} {rss['start_mib']:>8} {rss['end_mib']:>8} {rss['max_mib']:>8} {rss['growth_mib']:>8} "
-            f"{rss['slope_mib_per_min']:>8}  {rss['procs'][0]}-{rss['procs'][1]}{flag}"
+            f"{rss['slope_mib_per_min']:>8}  {rss['procs'][0]}-{rss['procs'][1]}, {rss['threads'][0]}-{rss['threads'][1]}{flag}"
         )
     lines.append(
         f"{'':<28} slope: least squares over the second half; flagged above {load['rss_flag_mib_per_min']:g} MiB/min, "

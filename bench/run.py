@@ -28,7 +28,7 @@ sys.path[0] = str(ROOT)  # import bench.* as a package; nothing in bench/ shadow
 from bench import docker_overhead, e2e, load, report, sandbox_only, throughput  # noqa: E402
 from bench.bare import TMPFS, Bare  # noqa: E402
 from bench.common import HELLO, BenchError, private_dir, progress  # noqa: E402
-from bench.stack import DESCRIPTION, private_stack  # noqa: E402
+from bench.stack import DESCRIPTION, log_tails, private_stack  # noqa: E402
 from sandbox import SandboxConfig  # noqa: E402
 
 SIZES = {  # option: (default, --quick)
@@ -116,19 +116,23 @@ def main(argv: list[str] | None = None) -> None:
             private_stack(opts.database_url, opts.redis_url, opts.cgroup_parent) as stack,
             sandbox_only.started("bwrap", config) as backend,
         ):
-            client = e2e.Client(stack)
-            api_ms = e2e.measure(client, bare, opts.requests)
-            actions = {
-                "bare": bare.action("python"),
-                "bwrap": sandbox_only.run_action(backend, "python"),
-                "e2e": client.run,
-            }
-            rates = throughput.measure(actions, opts.concurrency, opts.rounds, opts.seconds)
-            mix = [lang for lang in opts.languages if lang in load.MIX]
-            if opts.skip_load or not mix:
-                skipped["load"] = "skipped with --skip-load" if opts.skip_load else "no interpreted language chosen"
-            else:
-                loaded = load.measure(stack, opts.database_url, mix, opts.load_seconds, opts.load_rate)
+            try:
+                client = e2e.Client(stack)
+                api_ms = e2e.measure(client, bare, opts.requests)
+                actions = {
+                    "bare": bare.action("python"),
+                    "bwrap": sandbox_only.run_action(backend, "python"),
+                    "e2e": client.run,
+                }
+                rates = throughput.measure(actions, opts.concurrency, opts.rounds, opts.seconds)
+                mix = [lang for lang in opts.languages if lang in load.MIX]
+                if opts.skip_load or not mix:
+                    skipped["load"] = "skipped with --skip-load" if opts.skip_load else "no interpreted language chosen"
+                else:
+                    loaded = load.measure(stack, opts.database_url, mix, opts.load_seconds, opts.load_rate)
+            except BenchError:
+                progress(f"a measure failed; the servers' logs:\n{log_tails(stack)}")
+                raise
     settings = {name: getattr(opts, name) for name in ("quick", "languages", *SIZES, "concurrency", "load_rate")}
     machine = {
         "cpus": os.cpu_count(),

@@ -2,8 +2,9 @@
 
 gunicorn (gthread) + `manage.py rundramatiq` with the bwrap backend, as `make run` starts them, on a
 database and a Redis database of the bench's own, with its own sandbox and storage directories and
-cgroup parent. DEBUG=1 for the development defaults (secrets, allowed hosts); it changes no code path
-of a run. The database is dropped at the end; the processes are stopped by their process groups.
+cgroup parent. DEBUG=0 as in production, with secrets made for the run (DEBUG=1 would keep the last
+9000 SQL queries of every worker connection, which no web request resets: memory growing with runs).
+The database is dropped at the end; the processes are stopped by their process groups.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,7 +33,7 @@ from .common import BenchError, private_dir, progress
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 WEB_WORKERS, WEB_THREADS, WORKER_THREADS = 2, 16, 4
-DESCRIPTION = f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=1"
+DESCRIPTION = f"gunicorn gthread {WEB_WORKERS}x{WEB_THREADS} + rundramatiq 1x{WORKER_THREADS}, bwrap, DEBUG=0"
 KEY_OPTIONS = ["--rps", "1000", "--burst", "1000", "--max-concurrent-runs", "16"]
 READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -72,7 +74,10 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
         port = _free_port()
         env = {
             **os.environ,
-            "DEBUG": "1",
+            "DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+            "SIGNING_KEY": secrets.token_urlsafe(48),
+            "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "SANDBOX_BACKEND": "bwrap",
@@ -106,6 +111,15 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
             backend.cleanup_orphans()
             backend.cgroups.remove_parent()  # type: ignore[attr-defined]
             _drop_database(database_url)
+
+
+def log_tails(stack: Stack, chars: int = 6000) -> str:
+    """The end of each server's log: what to show when a measure failed, before the stack is removed."""
+    if stack.logs is None:
+        return ""
+    return "\n".join(
+        f"--- {log.name}:\n{log.read_text(errors='replace')[-chars:]}" for log in sorted(stack.logs.glob("*.log"))
+    )
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
