@@ -6,9 +6,9 @@
    slow server meets the same arrivals and its latency is not hidden), python, node, ruby, php in
    turn; every 7th is `wait: false` and polled with GET /v1/runs/{id} until terminal, the others wait;
    latency is from the scheduled start to the terminal result;
-3. every second meanwhile: VmRSS summed over each server's process group (gunicorn master + workers,
-   rundramatiq + its worker process; the sandboxes start sessions of their own and are not counted)
-   and the runs queued and running in the database;
+3. every second meanwhile: VmRSS and threads summed over each server's process group (gunicorn
+   master + workers, rundramatiq + its worker process; the sandboxes start sessions of their own and
+   are not counted) and the runs queued and running in the database;
 4. then every accepted run must be terminal within DRAIN_S, seen by GET and in the database: the
    others are lost.
 
@@ -55,6 +55,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RSS_FLAG_MIB_PER_MIN = 5.0
 RSS_FLAG_MIN_RISE_MIB = 1.0
 RSS_FAIL_MIB = 50.0
+FAILING_COUNTS = {  # any of these above 0 fails the bench
+    "http_5xx": "answers 5xx",
+    "transport_errors": "requests got no HTTP answer",
+    "http_4xx_other": "answers 4xx other than 429",
+    "get_not_200": "GET /v1/runs/{id} answered other than 200",
+    "lost": "accepted runs not terminal within the drain bound",
+    "wrong": "runs ended other than succeeded with hello",
+    "db_unacknowledged": "runs in the database whose request got no 2xx",
+}
 TERMINAL = {"succeeded", "failed", "timeout", "oom", "cancelled", "error"}
 
 
@@ -309,8 +318,8 @@ def measure(stack: Stack, database_url: str, mix: list[str], seconds: float, rat
     calibrate_s = max(2.0, min(10.0, seconds / 6))
     progress(f"load: the mix closed loop at concurrency {WORKER_THREADS} for {calibrate_s:g} s (the sustainable rate)")
     capacity = calibrate(LoadClient(stack, f"{tag}-calibration"), mix, calibrate_s)
-    if rate is None:
-        rate = SUSTAINABLE_SHARE * capacity
+    share = SUSTAINABLE_SHARE if rate is None else None  # None: the rate was given (--load-rate)
+    rate = SUSTAINABLE_SHARE * capacity if rate is None else rate
     progress(f"load: {capacity:.1f} runs/s closed loop; holding {rate:.1f} requests/s open loop for {seconds:g} s")
     sampler = Sampler(stack.groups, database_url)
     sampler.start()
@@ -335,6 +344,7 @@ def measure(stack: Stack, database_url: str, mix: list[str], seconds: float, rat
         "mix": mix,
         "poll_share": round(1 / POLL_EVERY, 3),
         "capacity_runs_per_s": round(capacity, 1),
+        "rate_share": share,
         "rate_per_s": round(rate, 2),
         "sent": len(outcomes),
         "achieved_per_s": per_second(len(outcomes) - 1, [o.sent_s for o in outcomes]),
@@ -378,15 +388,7 @@ def measure(stack: Stack, database_url: str, mix: list[str], seconds: float, rat
 def failures(result: dict[str, Any]) -> list[str]:
     """Why the load measure fails the bench (empty: it passed)."""
     found = []
-    for key, what in (
-        ("http_5xx", "answers 5xx"),
-        ("transport_errors", "requests got no HTTP answer"),
-        ("http_4xx_other", "answers 4xx other than 429"),
-        ("get_not_200", "GET /v1/runs/{id} answered other than 200"),
-        ("lost", "accepted runs not terminal within the drain bound"),
-        ("wrong", "runs ended other than succeeded with hello"),
-        ("db_unacknowledged", "runs in the database whose request got no 2xx"),
-    ):
+    for key, what in FAILING_COUNTS.items():
         if result[key]:
             found.append(f"{result[key]} {what}")
     for role, rss in result["rss"].items():

@@ -136,9 +136,11 @@ def table(report: dict[str, Any]) -> str:
 def load_table(load: dict[str, Any] | None, skipped: str) -> list[str]:
     if load is None:
         return [f"Load: skipped: {skipped}"]
+    share = load["rate_share"]
+    rate_from = "--load-rate; capacity" if share is None else f"{share * 100:g} % of"
     lines = [
         f"Load: {'/'.join(load['mix'])} hello, open loop at {load['rate_per_s']} requests/s for {load['seconds']:g} s "
-        f"(80 % of {load['capacity_runs_per_s']} runs/s closed loop), 1 in {round(1 / load['poll_share'])} "
+        f"({rate_from} {load['capacity_runs_per_s']} runs/s closed loop), 1 in {round(1 / load['poll_share'])} "
         "wait: false and polled",
         f"{'requests':<28} {load['sent']} sent at {load['achieved_per_s']}/s (schedule lag max "
         f"{load['schedule_lag_max_ms']} ms), {load['completed_per_s']} runs/s completed",

@@ -121,6 +121,7 @@ def test_it_holds_a_load_with_no_5xx_and_no_lost_run(report: dict[str, Any]) -> 
     assert load["seconds"] == 5.0
     assert load["mix"] == ["python", "node", "ruby", "php"]
     assert positive(load["capacity_runs_per_s"])
+    assert load["rate_share"] == 0.8
     assert load["rate_per_s"] == pytest.approx(0.8 * load["capacity_runs_per_s"], abs=0.05)
     assert load["sent"] == round(load["rate_per_s"] * 5) >= 4
     assert positive(load["achieved_per_s"])
@@ -143,6 +144,34 @@ def test_it_holds_a_load_with_no_5xx_and_no_lost_run(report: dict[str, Any]) -> 
     assert load["rss"]["gunicorn"]["procs"][0] == 3  # the master and its 2 workers
     assert load["rss"]["rundramatiq"]["procs"][0] >= 2  # dramatiq's parent and its worker process
     assert len(load["series"]["t_s"]) == load["samples"] >= 4
+
+
+def test_it_fails_the_load_on_a_5xx_a_lost_run_or_rss_growth() -> None:
+    from bench import load
+
+    flat = {"growth_mib": 1.0}
+    passed = dict.fromkeys(load.FAILING_COUNTS, 0) | {"rss": {"gunicorn": flat, "rundramatiq": flat}}
+    assert load.failures(passed) == []
+    assert load.failures(passed | {"http_5xx": 1, "lost": 2}) == [
+        "1 answers 5xx",
+        "2 accepted runs not terminal within the drain bound",
+    ]
+    leaking = passed | {"rss": {"gunicorn": flat, "rundramatiq": {"growth_mib": 50.5}}}
+    assert load.failures(leaking) == ["rundramatiq RSS grew 50.5 MiB (limit 50)"]
+
+
+def test_it_measures_rss_slope_over_the_second_half() -> None:
+    from bench import load
+
+    # 1 MiB/s for 30 s of warm-up, then flat: flat over the second half, growth still shown.
+    samples = [{"t": float(t), "rss": {"web": (1024 * (100 + min(t, 30)), 3, 20)}} for t in range(61)]
+    rss = load.rss_summary(samples, "web")
+    assert (rss["start_mib"], rss["end_mib"], rss["max_mib"], rss["growth_mib"]) == (100, 130, 130, 30)
+    assert rss["slope_mib_per_min"] == 0.0
+    assert not rss["flagged"]
+    growing = [{"t": float(t), "rss": {"web": (1024 * 100 + 200 * t, 3, 20)}} for t in range(61)]
+    assert load.rss_summary(growing, "web")["slope_mib_per_min"] == pytest.approx(200 * 60 / 1024, abs=0.01)
+    assert load.rss_summary(growing, "web")["flagged"]
 
 
 def test_it_says_why_docker_was_not_measured(report: dict[str, Any]) -> None:
