@@ -27,6 +27,7 @@ def build(
     api_ms: list[float],
     rates: dict[str, dict[int, float]],
     docker: Samples | None,
+    load: dict[str, Any] | None,
     skipped: dict[str, str],
 ) -> dict[str, Any]:
     bare_p50 = {lang: statistics.median(values) for lang, values in bare.items()}
@@ -73,6 +74,7 @@ def build(
             for c in levels
         ],
         "docker": docker_row,
+        "load": load,
         "skipped": skipped,
     }
 
@@ -126,4 +128,47 @@ def table(report: dict[str, Any]) -> str:
     for name in names:
         cells = [str(p[f"{name}_runs_per_s"]) + (f" ({p[f'{name}_ratio']})" if name != "bare" else "") for p in points]
         lines.append(f"{THROUGHPUT_LABELS.get(name, name):<28}" + "".join(f"{cell:>16}" for cell in cells))
+    lines.append("")
+    lines.extend(load_table(report["load"], report["skipped"].get("load", "")))
     return "\n".join(lines)
+
+
+def load_table(load: dict[str, Any] | None, skipped: str) -> list[str]:
+    if load is None:
+        return [f"Load: skipped: {skipped}"]
+    share = load["rate_share"]
+    rate_from = "--load-rate; capacity" if share is None else f"{share * 100:g} % of"
+    lines = [
+        f"Load: {'/'.join(load['mix'])} hello, open loop at {load['rate_per_s']} requests/s for {load['seconds']:g} s "
+        f"({rate_from} {load['capacity_runs_per_s']} runs/s closed loop), 1 in {round(1 / load['poll_share'])} "
+        "wait: false and polled",
+        f"{'requests':<28} {load['sent']} sent at {load['achieved_per_s']}/s (schedule lag max "
+        f"{load['schedule_lag_max_ms']} ms), {load['completed_per_s']} runs/s completed",
+        f"{'answers':<28} {load['http_2xx']} 2xx, {load['http_429']} 429 (rejected, not lost), "
+        f"{load['http_4xx_other']} other 4xx, {load['http_5xx']} 5xx, {load['transport_errors']} without answer; "
+        f"{load['get_requests']} GET, {load['get_not_200']} not 200",
+        f"{'runs':<28} {load['lost']} lost (GET and database, {load['db_runs']} in it), {load['wrong']} wrong; "
+        f"queued max {load['queued_max']}, running max {load['running_max']}",
+    ]
+    latency = load["latency"]
+    if latency is not None:
+        paths = ", ".join(f"{path} p50 {r['p50_ms']} (n {r['n']})" for path, r in load["latency_by_path"].items() if r)
+        lines.append(
+            f"{'latency from scheduled, ms':<28} p50 {latency['p50_ms']}, p90 {latency['p90_ms']}, "
+            f"p99 {latency['p99_ms']}; {paths}"
+        )
+    lines.append(
+        f"{'RSS, MiB (process group)':<28} {'start':>8} {'end':>8} {'max':>8} {'growth':>8} {'MiB/min':>8}  procs, threads"
+    )
+    for role, rss in load["rss"].items():
+        flag = "  FLAGGED" if rss["flagged"] else ""
+        lines.append(
+            f"{role:<28} {rss['start_mib']:>8} {rss['end_mib']:>8} {rss['max_mib']:>8} {rss['growth_mib']:>8} "
+            f"{rss['slope_mib_per_min']:>8}  {rss['procs'][0]}-{rss['procs'][1]}, {rss['threads'][0]}-{rss['threads'][1]}{flag}"
+        )
+    lines.append(
+        f"{'':<28} slope: least squares over the second half; flagged above {load['rss_flag_mib_per_min']:g} MiB/min, "
+        f"fails above {load['rss_fail_mib']:g} MiB growth"
+    )
+    lines.append(f"{'verdict':<28} " + ("; ".join(load["failures"]) if load["failures"] else "passed"))
+    return lines

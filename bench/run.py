@@ -5,7 +5,9 @@
 2. the docker backend next to a plain `docker run --rm` of the python runner image (when Docker works);
 3. end to end: `POST /v1/runs` with `wait: true` through a private stack the bench starts and removes
    (gunicorn + rundramatiq, its own database, Redis database, directories and cgroup parent);
-4. throughput at several concurrencies: bare, the bwrap backend in-process, end to end.
+4. throughput at several concurrencies: bare, the bwrap backend in-process, end to end;
+5. load: a mix of languages at 80 % of the stack's capacity, open loop, for a minute: no 5xx, no lost
+   run, and the servers' RSS over time (bench/load.py).
 
 Prints a table, then exactly one JSON line. Run as root (the sandbox needs it). Progress goes to stderr.
 """
@@ -23,10 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # import bench.* as a package; nothing in bench/ shadows a top-level module
 
-from bench import docker_overhead, e2e, report, sandbox_only, throughput  # noqa: E402
+from bench import docker_overhead, e2e, load, report, sandbox_only, throughput  # noqa: E402
 from bench.bare import TMPFS, Bare  # noqa: E402
-from bench.common import HELLO, private_dir, progress  # noqa: E402
-from bench.stack import DESCRIPTION, private_stack  # noqa: E402
+from bench.common import HELLO, BenchError, private_dir, progress  # noqa: E402
+from bench.stack import DESCRIPTION, log_tails, private_stack  # noqa: E402
 from sandbox import SandboxConfig  # noqa: E402
 
 SIZES = {  # option: (default, --quick)
@@ -36,6 +38,7 @@ SIZES = {  # option: (default, --quick)
     "requests": (300, 30),
     "seconds": (3.0, 0.5),
     "rounds": (2, 1),
+    "load_seconds": (60.0, 5.0),
 }
 DEV_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/codeexec"
 DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -52,11 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "requests": "sequential POST /v1/runs timed for the latency percentiles",
         "seconds": "seconds of each throughput measure in each round",
         "rounds": "throughput rounds (every measure at every concurrency once a round)",
+        "load_seconds": "seconds the load is held",
     }
     for name, (default, quick) in SIZES.items():
         kind = float if isinstance(default, float) else int
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, help=f"{helps[name]} (default {default}, --quick {quick})")
+    parser.add_argument("--skip-load", action="store_true", help="do not run the load measure")
+    parser.add_argument(
+        "--load-rate", type=float, help="requests/s of the load (default: 80 %% of the mix's closed-loop capacity)"
+    )
     parser.add_argument("--concurrency", default="1,2,4,8", help="throughput concurrencies (default %(default)s)")
     parser.add_argument("--languages", default=",".join(HELLO), help="languages measured (default %(default)s)")
     parser.add_argument(
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     started_at, load_start = time.monotonic(), os.getloadavg()[0]
     inproc = f"{opts.cgroup_parent}-inproc"  # the in-process backends' cgroup parents start with this
     sandbox: dict[str, dict[str, list[float]] | None] = {"bwrap": None, "docker": None}
-    docker, skipped = None, {}
+    docker, skipped, loaded = None, {}, None
     with private_dir("bench") as root, private_dir("bench-bare", TMPFS) as bare_root:
         bare = Bare(bare_root)
         sizes = (opts.languages, opts.runs, opts.build_runs)
@@ -108,15 +116,24 @@ def main(argv: list[str] | None = None) -> None:
             private_stack(opts.database_url, opts.redis_url, opts.cgroup_parent) as stack,
             sandbox_only.started("bwrap", config) as backend,
         ):
-            client = e2e.Client(stack)
-            api_ms = e2e.measure(client, bare, opts.requests)
-            actions = {
-                "bare": bare.action("python"),
-                "bwrap": sandbox_only.run_action(backend, "python"),
-                "e2e": client.run,
-            }
-            rates = throughput.measure(actions, opts.concurrency, opts.rounds, opts.seconds)
-    settings = {name: getattr(opts, name) for name in ("quick", "languages", *SIZES, "concurrency")}
+            try:
+                client = e2e.Client(stack)
+                api_ms = e2e.measure(client, bare, opts.requests)
+                actions = {
+                    "bare": bare.action("python"),
+                    "bwrap": sandbox_only.run_action(backend, "python"),
+                    "e2e": client.run,
+                }
+                rates = throughput.measure(actions, opts.concurrency, opts.rounds, opts.seconds)
+                mix = [lang for lang in opts.languages if lang in load.MIX]
+                if opts.skip_load or not mix:
+                    skipped["load"] = "skipped with --skip-load" if opts.skip_load else "no interpreted language chosen"
+                else:
+                    loaded = load.measure(stack, opts.database_url, mix, opts.load_seconds, opts.load_rate)
+            except BenchError:
+                progress(f"a measure failed; the servers' logs:\n{log_tails(stack)}")
+                raise
+    settings = {name: getattr(opts, name) for name in ("quick", "languages", *SIZES, "concurrency", "load_rate")}
     machine = {
         "cpus": os.cpu_count(),
         "loadavg_start": round(load_start, 2),
@@ -131,10 +148,13 @@ def main(argv: list[str] | None = None) -> None:
         api_ms=api_ms,
         rates=rates,
         docker=docker,
+        load=loaded,
         skipped=skipped,
     )
     print(report.table(result))
-    print(json.dumps(result, separators=(",", ":")))
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+    if loaded is not None and loaded["failures"]:
+        raise BenchError(f"the load failed: {'; '.join(loaded['failures'])}")
 
 
 def _with_path(url: str, path: str) -> str:

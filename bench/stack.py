@@ -2,8 +2,9 @@
 
 gunicorn (gthread) + `manage.py rundramatiq` with the bwrap backend, as `make run` starts them, on a
 database and a Redis database of the bench's own, with its own sandbox and storage directories and
-cgroup parent. DEBUG=1 for the development defaults (secrets, allowed hosts); it changes no code path
-of a run. The database is dropped at the end; the processes are stopped by their process groups.
+cgroup parent. DEBUG=0 as in production, with secrets made for the run (DEBUG=1 would keep the last
+9000 SQL queries of every worker connection, which no web request resets: memory growing with runs).
+The database is dropped at the end; the processes are stopped by their process groups.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Stack:
     host: str
     port: int
     token: str
+    groups: dict[str, int] = dataclasses.field(default_factory=dict)  # "gunicorn"/"rundramatiq": process group
+    logs: Path | None = None  # the servers' logs, removed with the stack
 
 
 def get(host: str, port: int, path: str) -> tuple[int | None, str]:
@@ -100,7 +103,7 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
             for name, argv in (("rundramatiq", worker_argv), ("gunicorn", web_argv)):
                 procs.append((name, _start(argv, env, logs / f"{name}.log"), logs / f"{name}.log"))
             _wait_ready("127.0.0.1", port, procs)
-            yield Stack("127.0.0.1", port, token)
+            yield Stack("127.0.0.1", port, token, {name: proc.pid for name, proc, _ in procs}, logs)
         finally:
             progress("stack: stopping and removing it")
             for _name, proc, _log in reversed(procs):
@@ -109,6 +112,15 @@ def private_stack(database_url: str, redis_url: str, cgroup_parent: str) -> Iter
             backend.cleanup_orphans()
             backend.cgroups.remove_parent()  # type: ignore[attr-defined]
             _drop_database(database_url)
+
+
+def log_tails(stack: Stack, chars: int = 6000) -> str:
+    """The end of each server's log: what to show when a measure failed, before the stack is removed."""
+    if stack.logs is None:
+        return ""
+    return "\n".join(
+        f"--- {log.name}:\n{log.read_text(errors='replace')[-chars:]}" for log in sorted(stack.logs.glob("*.log"))
+    )
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
