@@ -165,14 +165,13 @@ class DockerBackend(PooledBackend):
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
         fsize = self._file_size_cap_bytes(spec, step)
         warm = self._warm_for_step(spec, step, fsize)
-        if isinstance(warm, _WarmContainer):
-            gated = warm.gated
-            assert gated.cgroup is not None  # a container whose cgroup we cannot see is never kept warm
-            gated.cgroup.set_limits(step.memory_bytes, step.pids)
-            gated.cgroup.reset_usage()
-        else:
-            gated = self._start_gated(spec, ws, step, fsize)
+        gated = warm.gated if isinstance(warm, _WarmContainer) else self._start_gated(spec, ws, step, fsize)
         try:
+            if warm is not None:
+                # Made ahead with the same command, environment and mounts; only the limits are the run's.
+                assert gated.cgroup is not None  # a container whose cgroup we cannot see is never kept warm
+                gated.cgroup.set_limits(step.memory_bytes, step.pids)
+                gated.cgroup.reset_usage()
             gated.release()
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
