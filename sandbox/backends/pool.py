@@ -119,6 +119,19 @@ class PooledBackend(StepBackend):
         for entry in entries:
             entry.discard()
 
+    def wait_for_pool(self, timeout_s: float) -> bool:
+        """Wait until every language has all its warm sandboxes (bench, tests); False on timeout or no pool."""
+        deadline = time.monotonic() + timeout_s
+        with self._pool_cond:
+            while self._pool_starting or any(
+                len(self._pool.get(lang.name, [])) < self.config.warm_pool for lang in self._warm_languages()
+            ):
+                remaining = deadline - time.monotonic()
+                if self._pool_thread is None or remaining <= 0:
+                    return False
+                self._pool_cond.wait(remaining)
+        return True
+
     def _warm_languages(self) -> list[Language]:
         return [lang for lang in all_languages() if not lang.compiled]
 
@@ -176,6 +189,7 @@ class PooledBackend(StepBackend):
             self._pool_starting.discard(name)
             if not self._pool_stop.is_set():
                 self._pool.setdefault(lang.name, []).append(entry)
+                self._pool_cond.notify_all()  # wait_for_pool()
                 return entry
         entry.discard()
         return None
