@@ -552,8 +552,12 @@ def _dir_label(container: Any) -> str | None:
 
 
 def _remove(container: Any) -> None:
+    import docker.errors
+
     try:
         container.remove(force=True)
+    except docker.errors.NotFound:
+        pass  # already gone (a janitor, an operator): that is what we wanted
     except Exception:
         log.warning("could not remove container %s", container.id[:12], exc_info=True)
 

@@ -263,3 +263,31 @@ def test_close_leaves_no_sandbox_directory_mount_group_or_container(name: str) -
             assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     _finish(backend)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_the_janitor_removes_what_a_dead_workers_pool_left(name: str) -> None:
+    root = Path(tempfile.mkdtemp(prefix="codeexec-pool-janitor-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    backend = _new_backend(name, root, "codeexec-pool-janitor", 1)
+    backend.start_pool()
+    assert backend.wait_for_pool(90)
+    entries = [e for pool in backend._pool.values() for e in pool]
+    # The pool's thread must not prune them first: the janitor meets them as a crashed worker left them.
+    with backend._pool_cond:
+        for entry in entries:  # what the worker's death does to them: their directory locks are released
+            os.close(entry.ws.lock_fd)
+            entry.ws.lock_fd = None
+        janitor = get_backend(name, backend.config)  # another process's backend on the same work dir
+        removed = set(janitor.cleanup_orphans())
+        kind, of = ("container", "codeexec-{}-run") if name == "docker" else ("cgroup", "{}.run")
+        for entry in entries:
+            assert {f"dir:{entry.name}", f"{kind}:{of.format(entry.name)}"} <= removed, removed
+        assert os.listdir(root / "w" / "runs") == []
+        if name == "docker":
+            assert janitor._own_containers() == []
+    _wait(lambda: backend.wait_for_pool(1) and not set(backend._pool_names()) & {e.name for e in entries}, "a new pool")
+    result = backend.run(RunSpec(language="python", code="print('after the janitor')"))
+    assert result.status == Status.SUCCEEDED and backend.warm_used == 1
+    _finish(backend)
+    shutil.rmtree(root, ignore_errors=True)
