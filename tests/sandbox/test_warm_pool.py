@@ -271,10 +271,10 @@ def test_the_janitor_removes_what_a_dead_workers_pool_left(name: str) -> None:
     os.chmod(root, 0o711)
     backend = _new_backend(name, root, "codeexec-pool-janitor", 1)
     backend.start_pool()
-    assert backend.wait_for_pool(90)
-    entries = [e for pool in backend._pool.values() for e in pool]
     # The pool's thread must not prune them first: the janitor meets them as a crashed worker left them.
     with backend._pool_cond:
+        assert backend.wait_for_pool(90)  # holds the lock again when it returns
+        entries = [e for pool in backend._pool.values() for e in pool]
         for entry in entries:  # what the worker's death does to them: their directory locks are released
             os.close(entry.ws.lock_fd)
             entry.ws.lock_fd = None
