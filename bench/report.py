@@ -53,6 +53,9 @@ def build(
             "docker_backend": against_bare(docker["backend"], "python"),
             "backend_vs_plain": ratio(backend, plain),
         }
+        if "warm" in docker:  # the docker backend through its warm pool
+            docker_row["docker_backend_warm"] = against_bare(docker["warm"], "python")
+            docker_row["warm_vs_plain"] = ratio(statistics.median(docker["warm"]), plain)
     return {
         "benchmark": "codeexec",
         "settings": settings,
@@ -113,6 +116,9 @@ def table(report: dict[str, Any]) -> str:
         lines.append(row("docker run --rm (plain)", docker["plain_docker_run"]))
         lines.append(row("docker backend (python)", docker["docker_backend"]))
         lines.append(f"{'':<28} docker backend / plain docker run: {docker['backend_vs_plain']:.2f}")
+        if "docker_backend_warm" in docker:
+            lines.append(row("docker backend warm (python)", docker["docker_backend_warm"]))
+            lines.append(f"{'':<28} docker backend warm / plain docker run: {docker['warm_vs_plain']:.2f}")
     e2e = report["e2e"]
     lines.append(row("POST /v1/runs (wait: true)", e2e))
     lines.append(f"{'':<28} p90 / bare p90: {e2e['p90_ratio']:.2f}, p99 / bare p99: {e2e['p99_ratio']:.2f}")

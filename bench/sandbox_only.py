@@ -70,8 +70,9 @@ def measure(
         config, workdir=workdir / "warm", cgroup_parent=f"{cgroup_parent}-warm", warm_pool=WARM_POOL
     )
     with started(name, config) as cold, started(name, cached_config) as cached, started(name, warm_config) as warm:
-        warm.start_pool()  # bwrap keeps sandboxes started ahead; other backends have no pool
-        pooled = name == "bwrap"
+        pooled = name == "bwrap"  # docker's warm pool is measured next to `docker run` (docker_overhead.py)
+        if pooled:
+            warm.start_pool()
         for lang in languages:
             compiled = lang == "go"
             cases = [(lang, lang, cold, build_runs if compiled else runs)]

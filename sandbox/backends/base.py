@@ -32,7 +32,8 @@ class SandboxConfig:
     bwrap_path: str = "/usr/bin/bwrap"
     # compiled programs kept by content (Go): total size in MiB, 0 turns the cache off
     build_cache_mb: int = 256
-    # bwrap: sandboxes kept started per interpreted language for runs with default settings (start_pool)
+    # sandboxes (bwrap) or containers (docker) kept started per interpreted language for runs with
+    # default settings, in processes that call start_pool (see backends/pool.py)
     warm_pool: int = 2
     # docker backend
     host_workdir: Path | None = None

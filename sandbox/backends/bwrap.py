@@ -22,13 +22,12 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import SandboxUnavailable
-from ..languages import BUILD_DIR, MPLCONFIGDIR, Language, all_languages
+from ..languages import BUILD_DIR, MPLCONFIGDIR, Language
 from ..limits import MIB
 from ..outcome import StepUsage
 from ..seccomp import SeccompProgram
@@ -36,15 +35,13 @@ from ..spec import RunSpec
 from ..supervise import StepOutcome, supervise
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step, StepBackend
+from .pool import PooledBackend, WarmEntry
+from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step
 
 log = logging.getLogger(__name__)
 
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
-# A taken warm sandbox is replaced once its run has been quiet this long (the worker saves the result
-# and the waiting request answers meanwhile), or at once when its language has none left.
-REFILL_QUIET_S = 0.03
 MAX_OPEN_FILES = 4096
 PRLIMIT = "/usr/bin/prlimit"
 SETPRIV = "/usr/bin/setpriv"
@@ -54,7 +51,7 @@ INFO_TIMEOUT_S = 10.0
 COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types", "ssl/openssl.cnf")
 
 
-class BwrapBackend(StepBackend):
+class BwrapBackend(PooledBackend):
     name = "bwrap"
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -62,14 +59,6 @@ class BwrapBackend(StepBackend):
         self.seccomp = SeccompProgram(Path(config.seccomp_profile), self.static_dir)
         self._cgroups: CgroupDriver | None = None
         self._mpl_fontlist: Path | None = None
-        self._pool: dict[str, list[_Warm]] = {}
-        self._pool_cond = threading.Condition()
-        self._pool_stop = threading.Event()
-        self._pool_thread: threading.Thread | None = None
-        self._warm_taken: dict[str, _Warm] = {}
-        self._pool_starting: set[str] = set()
-        self._refill_at = 0.0
-        self.warm_used = 0
 
     @property
     def workspace_uid(self) -> tuple[int, int]:
@@ -115,7 +104,7 @@ class BwrapBackend(StepBackend):
     def cancel(self, run_id: str) -> bool:
         found = self._mark_cancelled(run_id)
         warm = self._warm_taken.get(run_id)
-        if warm is not None and warm.used:
+        if isinstance(warm, _Warm) and warm.used:
             warm.cgroup.kill_all()
             found = True
         for step in ("compile", "run"):
@@ -130,18 +119,15 @@ class BwrapBackend(StepBackend):
         self.prepare()
         self.drain_cleanups()
         removed: list[str] = []
-        live = set()
-        # Groups are listed before the directories: a run (or another worker on this host) makes its
-        # directory before its group, so a listed group whose directory is missing below has none.
-        groups = self.cgroups.existing_groups()
         for run_dir in stale_run_dirs(self.runs_dir):
             ws = Workspace(
                 root=self.runs_dir, run_dir=run_dir, uid=self.config.sandbox_uid, gid=self.config.sandbox_gid
             )
             ws.destroy()
             removed.append(f"dir:{run_dir.name}")
-        if self.runs_dir.is_dir():
-            live = {p.name for p in self.runs_dir.iterdir()}
+        groups = self.cgroups.existing_groups()
+        # Listed after the groups: a run (or warm sandbox) makes its directory before its group.
+        live = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
         for name in groups:
             if name.rsplit(".", 1)[0] not in live:
                 self.cgroups.group(name).destroy()
@@ -219,22 +205,17 @@ class BwrapBackend(StepBackend):
 
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
         fsize = self._file_size_cap_bytes(spec, step)
-        warm = self._warm_taken.get(spec.run_id) if step.name == "run" else None
+        warm = self._warm_for_step(spec, step, fsize)
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
         cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
         try:
-            if warm is not None and not warm.used and warm.fits(step, fsize) and warm.proc.poll() is None:
+            if isinstance(warm, _Warm):
                 # Started ahead with the same command, environment and mounts; only the limits are the run's.
-                warm.used = True
                 cgroup, proc, block_w, fds = warm.cgroup, warm.proc, warm.block_w, warm.fds
                 cgroup.set_limits(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 cgroup.reset_usage()
-                self.warm_used += 1
             else:
-                if warm is not None and not warm.used:  # taken, but this step differs: its directory is the run's
-                    warm.used = True
-                    warm.discard(keep_workspace=True)
                 cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
             started = time.monotonic()
@@ -267,197 +248,48 @@ class BwrapBackend(StepBackend):
             _close_all(fds)
             self._later(cgroup.destroy)  # its processes are dead; removing the group can wait
 
-    # ---- warm sandboxes --------------------------------------------------------------------------
-    # bwrap's namespace and mount set-up, the move of its processes into a cgroup and the run's tmpfs
-    # cost milliseconds a run should not wait for. With start_pool(), a thread keeps `warm_pool`
-    # sandboxes per interpreted language started and blocked before the program, for the commonest
-    # run: default disk size, no args, no env, no input files. A run that fits takes one (keeping its
-    # directory and group names): its limits are written, its sources go into /work, and the block is
-    # released. Anything else takes the cold path above.
+    # ---- warm sandboxes (see pool.py) -------------------------------------------------------------
+    # What they save here: bwrap's namespace and mount set-up, the move of its processes into a cgroup
+    # and the run's tmpfs.
 
-    def start_pool(self) -> None:
-        if self.config.warm_pool <= 0 or self._pool_thread is not None:
-            return
-        self.prepare()
-        self._pool_stop.clear()
-        # The thread that starts the sandboxes lives as long as the pool: bwrap's --die-with-parent
-        # follows the thread that forked it.
-        self._pool_thread = threading.Thread(target=self._fill_pool, name="cx-warm-pool", daemon=True)
-        self._pool_thread.start()
-
-    def close(self) -> None:
-        self.drain_cleanups()
-        thread, self._pool_thread = self._pool_thread, None
-        if thread is not None:
-            with self._pool_cond:
-                self._pool_stop.set()
-                self._pool_cond.notify_all()
-            thread.join(timeout=30)
-        with self._pool_cond:
-            entries = [e for pool in self._pool.values() for e in pool]
-            self._pool.clear()
-        for entry in entries:
-            entry.discard()
-
-    def _warm_languages(self) -> list[Language]:
-        return [lang for lang in all_languages() if not lang.compiled]
-
-    def _fill_pool(self) -> None:
-        while not self._pool_stop.is_set():
-            with self._pool_cond:
-                dead = [e for pool in self._pool.values() for e in pool if e.proc.poll() is not None]
-                for entry in dead:  # killed while idle (an operator, a janitor): replaced below
-                    self._pool[entry.language].remove(entry)
-            for entry in dead:
-                entry.discard()
-            with self._pool_cond:
-                wanted = [
-                    lang
-                    for lang in self._warm_languages()
-                    if len(self._pool.get(lang.name, [])) < self.config.warm_pool
-                ]
-                if not wanted:
-                    self._pool_cond.wait(timeout=1.0)
-                    continue
-                # Starting a sandbox takes CPU from the run that just ended, whose result is still being
-                # saved and sent: wait for a quiet moment unless a language has no sandbox left.
-                quiet_in = self._refill_at - time.monotonic()
-                if quiet_in > 0 and all(self._pool.get(lang.name) for lang in wanted):
-                    self._pool_cond.wait(timeout=quiet_in)
-                    continue
-            for lang in wanted:
-                if self._pool_stop.is_set():
-                    return
-                try:
-                    started = self._start_warm(lang)
-                except Exception:
-                    log.warning("could not start a warm %s sandbox", lang.name, exc_info=True)
-                    self._pool_stop.wait(1.0)
-                    continue
-                if started is None:  # the pool was closed meanwhile
-                    return
-
-    def _start_warm(self, lang: Language) -> _Warm | None:
-        name = f"warm-{uuid.uuid4().hex[:16]}"
-        with self._pool_cond:
-            self._pool_starting.add(name)  # the pool's own from its first directory on, not a leftover
-        try:
-            entry = self._start_warm_named(lang, name)
-        except BaseException:
-            with self._pool_cond:
-                self._pool_starting.discard(name)
-            raise
-        with self._pool_cond:
-            self._pool_starting.discard(name)
-            if not self._pool_stop.is_set():
-                self._pool.setdefault(lang.name, []).append(entry)
-                return entry
-        entry.discard()
-        return None
-
-    def _start_warm_named(self, lang: Language, name: str) -> _Warm:
-        spec = RunSpec(language=lang.name, code="", limits=self.config.default_limits, run_id=name)
-        step = Step(
-            name="run",
-            argv=lang.run,
-            env=dict(lang.env),
-            timeout_ms=spec.limits.timeout_ms,
-            cpu_ms=spec.limits.cpu_ms,
-            memory_bytes=spec.limits.memory_mb * MIB,
-            pids=spec.limits.pids,
-            max_output_bytes=spec.limits.max_output_bytes,
-        )
-        fsize = self._file_size_cap_bytes(spec, step)
-        ws = self._workspace(spec, 0)
-        cgroup = self.cgroups.group(f"{name}.run")
+    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> _Warm:
+        cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
         try:
             cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
-            proc, block_w, fds = self._spawn(lang, ws, step, fsize, cgroup)
+            proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
         except BaseException:
             cgroup.destroy()
-            ws.destroy()
             raise
         return _Warm(
-            lang.name, spec.limits.disk_mb, fsize, tuple(step.argv), dict(step.env), ws, cgroup, proc, block_w, fds
+            spec.lang.name,
+            spec.limits.disk_mb,
+            fsize,
+            tuple(step.argv),
+            dict(step.env),
+            ws,
+            cgroup=cgroup,
+            proc=proc,
+            block_w=block_w,
+            fds=fds,
         )
-
-    def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
-        warm = self._take_warm(spec, input_bytes)
-        return warm.ws if warm is not None else self._workspace(spec, input_bytes)
-
-    def _take_warm(self, spec: RunSpec, input_bytes: int) -> _Warm | None:
-        if spec.lang.compiled or input_bytes or spec.files or spec.args or spec.env:
-            return None
-        with self._pool_cond:
-            pool = self._pool.get(spec.lang.name, [])
-            entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb), None)
-            if entry is None:
-                return None
-            pool.remove(entry)  # the filler starts another one when this run ends (_finish_run)
-        if entry.proc.poll() is not None:  # died while idle (a janitor, an operator): not usable
-            entry.discard()
-            return None
-        # The run keeps the warm directory and group names (bwrap may still be making its mounts, so
-        # nothing is renamed); cancel() finds the group through this map.
-        self._warm_taken[spec.run_id] = entry
-        return entry
-
-    def _finish_run(self, run_id: str) -> None:
-        warm = self._warm_taken.pop(run_id, None)
-        if warm is not None and not warm.used:  # taken, but the run ended before its step
-            warm.discard(keep_workspace=True)
-        with self._pool_cond:
-            self._refill_at = time.monotonic() + REFILL_QUIET_S
-            self._pool_cond.notify_all()  # refill soon, not while the run was using the CPU
-
-    def _pool_dirs(self) -> list[Path]:
-        """The directories of sandboxes the pool holds or is starting (not runs, not leftovers)."""
-        with self._pool_cond:
-            held = [e.ws.run_dir for pool in self._pool.values() for e in pool]
-            return held + [self.runs_dir / name for name in self._pool_starting]
 
     def _backend_leftovers(self) -> list[str]:
         groups = self.cgroups.existing_groups()
-        idle = {p.name for p in self._pool_dirs()}  # read after listing: a sandbox started meanwhile is the pool's
+        idle = self._pool_names()  # read after listing: a sandbox started meanwhile is the pool's
         return [f"cgroup:{n}" for n in groups if n.rsplit(".", 1)[0] not in idle]
-
-    def leftovers(self) -> list[str]:
-        found = super().leftovers()
-        idle = self._pool_dirs()  # after listing, as above
-        names = {p.name for p in idle}
-        prefixes = tuple(str(p) + "/" for p in idle)
-        return [
-            item
-            for item in found
-            if not (item.startswith("dir:") and item[4:] in names)
-            and not (item.startswith("mount:") and item[6:].startswith(prefixes))
-        ]
 
 
 @dataclasses.dataclass
-class _Warm:
-    """A sandbox started ahead of its run, blocked before the program (see BwrapBackend.start_pool)."""
+class _Warm(WarmEntry):
+    """bwrap started ahead, blocked on its --block-fd, its processes already in their cgroup."""
 
-    language: str
-    disk_mb: int
-    fsize: int
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    ws: Workspace
-    cgroup: RunCgroup
-    proc: subprocess.Popen[bytes]
-    block_w: int
-    fds: list[int]
-    used: bool = False
+    cgroup: RunCgroup = dataclasses.field(kw_only=True)
+    proc: subprocess.Popen[bytes] = dataclasses.field(kw_only=True)
+    block_w: int = dataclasses.field(kw_only=True)
+    fds: list[int] = dataclasses.field(kw_only=True)
 
-    def fits(self, step: Step, fsize: int) -> bool:
-        """Started with exactly what this step would start with (the limits are set on taking it)."""
-        return (
-            tuple(step.argv) == self.argv
-            and dict(step.env) == self.env
-            and fsize == self.fsize
-            and not step.build_writable
-        )
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def discard(self, keep_workspace: bool = False) -> None:
         self.cgroup.destroy()

@@ -12,11 +12,18 @@ Containment of one step, top to bottom:
      CPU time and memory measured; stdin written, stdout/stderr read with caps;
   4. wall clock and the container's cgroup CPU time enforced by killing the container;
   5. OOM from Docker's flag cross-checked with exit status 137 and the cgroup's oom_kill counter;
-  6. in `finally`: the container is removed.
+  6. in `finally`: the container is removed (on the cleanup thread: it has ended, the result need not
+     wait for the engine).
+
+With start_pool() (see pool.py), steps 1-3 happen ahead for the commonest runs: a warm container is
+made by the same code as a cold one, with the pool's default limits, and waits at its gate; the run
+that takes it writes its sources into its /work, sets its own memory and pids limits in the container's
+cgroup, resets its counters and opens the gate. Each warm container serves one run and is removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +43,8 @@ from ..spec import RunSpec
 from ..supervise import READ_CHUNK, CappedOutput, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step, StepBackend
+from .pool import PooledBackend, WarmEntry
+from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ log = logging.getLogger(__name__)
 CONTAINER_UID = SANDBOX_USER_UID
 CONTAINER_GID = SANDBOX_USER_GID
 LABEL_RUN = "codeexec.run"
+# The run directory the container belongs to: the run's own, or the warm sandbox's the run took.
+LABEL_DIR = "codeexec.dir"
 LABEL_MANAGED = "codeexec.managed"
 LABEL_WORKDIR = "codeexec.workdir"
 NANO_CPUS = 1_000_000_000
@@ -61,7 +71,7 @@ GATE_SCRIPT = f'read -r _ < {GATE_PATH} && exec "$@"'
 CGROUP_WAIT_S = 2.0
 
 
-class DockerBackend(StepBackend):
+class DockerBackend(PooledBackend):
     name = "docker"
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -153,9 +163,27 @@ class DockerBackend(StepBackend):
         return opts
 
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
+        fsize = self._file_size_cap_bytes(spec, step)
+        warm = self._warm_for_step(spec, step, fsize)
+        gated = warm.gated if isinstance(warm, _WarmContainer) else self._start_gated(spec, ws, step, fsize)
+        try:
+            if warm is not None:
+                # Made ahead with the same command, environment and mounts; only the limits are the run's.
+                assert gated.cgroup is not None  # a container whose cgroup we cannot see is never kept warm
+                gated.cgroup.set_limits(step.memory_bytes, step.pids)
+                gated.cgroup.reset_usage()
+            gated.release()
+            started = time.monotonic()
+            is_cancelled = self._cancel_check(ws, step)
+            return self._supervise(gated.container, gated.raw, step, started, is_cancelled, gated.cgroup)
+        finally:
+            gated.close()
+            self._later(gated.remove)  # it has ended (or been killed): removing it need not delay the result
+
+    def _start_gated(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> _Gated:
+        """Create, attach and start the step's container; it waits at its gate, its cgroup found."""
         from docker.types import Mount
 
-        fsize = self._file_size_cap_bytes(spec, step)
         mounts = [
             Mount("/work", self.host_path(ws.work), type="bind", read_only=False),
             Mount("/work/inputs", self.host_path(ws.inputs), type="bind", read_only=True),
@@ -174,22 +202,38 @@ class DockerBackend(StepBackend):
             mounts.append(Mount(path, empty, type="bind", read_only=True))
         gate = ws.run_dir / f"gate-{step.name}"
         os.mkfifo(gate, 0o644)
-        # Read-write, so that neither our open nor the container's blocks; the line we write releases it.
-        gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            # Read-write, so that neither our open nor the container's blocks; the line we write releases it.
+            gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except BaseException:
+            gate.unlink(missing_ok=True)
+            raise
+        container: Any = None
+        sock: Any = None
         try:
             mounts.append(Mount(GATE_PATH, self.host_path(gate), type="bind", read_only=True))
-            return self._gated_step(spec, ws, step, mounts, fsize, gate_fd)
-        finally:
+            container = self._create(spec, ws, step, mounts, fsize)
+            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            container.start()
+            cgroup = self._wait_for_cgroup(container.id)
+            if cgroup is not None:
+                cgroup.memory_limit = step.memory_bytes  # peaks are reported no higher than the limit
+            return _Gated(container, sock, gate, gate_fd, cgroup)
+        except BaseException:
+            if sock is not None:
+                _close_socket(sock._sock)
+            if container is not None:
+                _remove(container)
             os.close(gate_fd)
             gate.unlink(missing_ok=True)
+            raise
 
-    def _gated_step(
-        self, spec: RunSpec, ws: Workspace, step: Step, mounts: list[Any], fsize: int, gate_fd: int
-    ) -> tuple[StepOutcome, StepUsage]:
+    def _create(self, spec: RunSpec, ws: Workspace, step: Step, mounts: list[Any], fsize: int) -> Any:
+        """The container of one step, every setting chosen on purpose (a warm one is made here too)."""
         from docker.types import LogConfig, Ulimit
 
         environment = {**BASE_ENV, "PWD": "/work", **step.env}
-        container = self.client.containers.create(
+        return self.client.containers.create(
             self.image(spec.lang.name),
             # Docker adds HOSTNAME and the image's ENV to the container's environment; `env -i` gives the
             # program exactly ours, as bwrap's --clearenv does. The shell in front waits at the gate.
@@ -226,6 +270,7 @@ class DockerBackend(StepBackend):
             labels={
                 LABEL_MANAGED: "1",
                 LABEL_RUN: spec.run_id,
+                LABEL_DIR: ws.run_dir.name,
                 LABEL_WORKDIR: str(self.workdir),
                 "codeexec.step": step.name,
             },
@@ -239,26 +284,6 @@ class DockerBackend(StepBackend):
             detach=False,
             name=f"codeexec-{spec.run_id}-{step.name}",
         )
-        try:
-            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            raw: socket.socket = sock._sock
-            try:
-                container.start()
-                cgroup = self._wait_for_cgroup(container.id)
-                os.write(gate_fd, b"go\n")
-                started = time.monotonic()
-                outcome, usage = self._supervise(container, raw, step, started, self._cancel_check(ws, step), cgroup)
-            finally:
-                try:
-                    raw.close()
-                except OSError:
-                    pass
-            return outcome, usage
-        finally:
-            try:
-                container.remove(force=True)
-            except Exception:
-                log.warning("could not remove container %s", container.id[:12], exc_info=True)
 
     def _supervise(
         self,
@@ -355,20 +380,24 @@ class DockerBackend(StepBackend):
             _kill(container)
             killed_for = killed_for or "wall"
             code = -9
-        try:
-            container.reload()
-            state = container.attrs.get("State", {})
-        except Exception:  # an engine too busy to answer (e.g. reaping a fork bomb): no flag to read
-            log.warning("could not inspect container %s after it ended", container.id[:12], exc_info=True)
-            state = {}
         if cgroup is not None:
             oom_seen = max(oom_seen, cgroup.oom_kills())
         # The kernel's oom_kill counter for the container's cgroup counts every process of the tree (a
         # killed child whose parent then exits 1 included). Docker's OOMKilled flag alone is not
-        # reliable: without the counter it is believed only together with the SIGKILL exit status.
-        oom = oom_seen > 0 or (code == 137 and bool(state.get("OOMKilled")))
+        # reliable: without the counter it is believed only together with the SIGKILL exit status (and
+        # only then is it worth asking the engine for).
+        oom = oom_seen > 0 or (code == 137 and self._oom_flag(container))
         outcome = output.outcome(code, killed_for, int((ended - started) * 1000))
         return outcome, StepUsage(cpu_ms=cpu_seen, memory_peak_bytes=peak_seen, oom_kills=1 if oom else 0)
+
+    @staticmethod
+    def _oom_flag(container: Any) -> bool:
+        try:
+            container.reload()
+        except Exception:  # an engine too busy to answer (e.g. reaping a fork bomb): no flag to read
+            log.warning("could not inspect container %s after it ended", container.id[:12], exc_info=True)
+            return False
+        return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
     def _wait_for_cgroup(self, container_id: str) -> RunCgroup | None:
         """The started (and still gated) container's cgroup; None where this host cannot see it."""
@@ -395,15 +424,39 @@ class DockerBackend(StepBackend):
                 return group
         return None
 
+    # ---- warm containers (see pool.py) ----------------------------------------------------------------
+    # What they save here: the container's create, attach and start, the run's tmpfs and the wait for
+    # the container's cgroup; and for the run, Docker's own time to start a container (tens to hundreds
+    # of milliseconds of engine, containerd and runc work).
+
+    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> _WarmContainer:
+        gated = self._start_gated(spec, ws, step, fsize)
+        if gated.cgroup is None:
+            gated.close()
+            gated.remove()
+            raise SandboxUnavailable(
+                "the container's cgroup is not visible here, so a run's limits could not be set on a warm "
+                "container (share the host's cgroups with the worker, or set SANDBOX_WARM_POOL=0)"
+            )
+        return _WarmContainer(
+            spec.lang.name, spec.limits.disk_mb, fsize, tuple(step.argv), dict(step.env), ws, gated=gated
+        )
+
     def cancel(self, run_id: str) -> bool:
         found = self._mark_cancelled(run_id)
+        warm = self._warm_taken.get(run_id)  # its container is named and labelled after the warm sandbox
+        if isinstance(warm, _WarmContainer) and warm.used:
+            warm.gated.kill()
+            found = True
         for container in self.client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"}):
             _kill(container)
             found = True
         return found
 
     def _backend_leftovers(self) -> list[str]:
-        return [f"container:{c.name}" for c in self._own_containers()]
+        containers = self._own_containers()
+        idle = self._pool_names()  # read after listing: a container started meanwhile is the pool's
+        return [f"container:{c.name}" for c in containers if _dir_label(c) not in idle]
 
     def _own_containers(self) -> list[Any]:
         """Containers this backend's work dir made (another work dir's are another worker's business)."""
@@ -415,21 +468,105 @@ class DockerBackend(StepBackend):
         self.prepare()
         self.drain_cleanups()
         removed: list[str] = []
-        # Containers are listed before the directories: a run makes its directory first, so a listed
-        # container whose directory is missing below has none (a run starting meanwhile is safe).
-        containers = self._own_containers()
         for run_dir in stale_run_dirs(self.runs_dir):
             Workspace(root=self.runs_dir, run_dir=run_dir, uid=CONTAINER_UID, gid=CONTAINER_GID).destroy()
             removed.append(f"dir:{run_dir.name}")
+        containers = self._own_containers()
+        # Listed after the containers: a run (or warm sandbox) makes its directory before its container.
         live = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
         for container in containers:
-            if container.labels.get(LABEL_RUN) not in live:
+            if _dir_label(container) not in live:
                 try:
                     container.remove(force=True)
                     removed.append(f"container:{container.name}")
                 except Exception:
                     log.warning("could not remove leftover container %s", container.name, exc_info=True)
         return removed
+
+
+@dataclasses.dataclass
+class _Gated:
+    """A started container waiting at its gate, attached (stdin, stdout, stderr), its cgroup found."""
+
+    container: Any
+    sock: Any  # the SDK's attach socket; `raw` is the socket inside it
+    gate: Path
+    gate_fd: int
+    cgroup: RunCgroup | None
+
+    @property
+    def raw(self) -> socket.socket:
+        raw: socket.socket = self.sock._sock
+        return raw
+
+    def release(self) -> None:
+        os.write(self.gate_fd, b"go\n")  # the shell reads the line and execs the program
+
+    def kill(self) -> None:
+        # Through the kernel when we can see the container's cgroup: a busy engine may take long to answer.
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        else:
+            _kill(self.container)
+
+    def close(self) -> None:
+        """Hang up and close the gate (the container keeps running if it is; remove() ends it)."""
+        _close_socket(self.raw)
+        try:
+            os.close(self.gate_fd)
+        except OSError:
+            pass
+        self.gate.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        _remove(self.container)
+
+
+@dataclasses.dataclass
+class _WarmContainer(WarmEntry):
+    """A container started ahead with the pool's default limits, waiting at its gate."""
+
+    gated: _Gated = dataclasses.field(kw_only=True)
+
+    def alive(self) -> bool:
+        cgroup = self.gated.cgroup
+        if cgroup is None or not cgroup.procs():  # killed or removed (its group goes with it)
+            return False
+        try:
+            # A container waiting at its gate says nothing: anything readable is the end of the stream.
+            readable, _, _ = select.select([self.gated.raw], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def discard(self, keep_workspace: bool = False) -> None:
+        self.gated.close()
+        self.gated.remove()
+        if not keep_workspace:
+            self.ws.destroy()
+
+
+def _dir_label(container: Any) -> str | None:
+    labels: dict[str, str] = container.labels
+    return labels.get(LABEL_DIR) or labels.get(LABEL_RUN)  # containers made before LABEL_DIR existed
+
+
+def _remove(container: Any) -> None:
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass  # already gone (a janitor, an operator): that is what we wanted
+    except Exception:
+        log.warning("could not remove container %s", container.id[:12], exc_info=True)
+
+
+def _close_socket(raw: socket.socket) -> None:
+    try:
+        raw.close()
+    except OSError:
+        pass
 
 
 def _kill(container: Any) -> None:

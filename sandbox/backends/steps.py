@@ -139,7 +139,7 @@ class StepBackend(Backend):
         if event is not None:
             event.set()
             found = True
-        run_dir = self.runs_dir / run_id
+        run_dir = self._run_dir_of(run_id)
         if run_dir.is_dir():
             try:
                 (run_dir / "cancelled").touch()
@@ -147,6 +147,10 @@ class StepBackend(Backend):
             except OSError:
                 log.warning("could not mark run %s cancelled", run_id, exc_info=True)
         return found
+
+    def _run_dir_of(self, run_id: str) -> Path:
+        """The directory holding the run's workspace (a warm sandbox's keeps its own name)."""
+        return self.runs_dir / run_id
 
     def leftovers(self) -> list[str]:
         self.drain_cleanups()
@@ -310,19 +314,7 @@ class StepBackend(Backend):
                 if cache_key is not None and program is not None:
                     self.build_cache.store(cache_key, program)
 
-            run_step = Step(
-                name="run",
-                argv=(*lang.run, *spec.args),
-                env={**lang.env, **spec.env},
-                timeout_ms=limits.timeout_ms,
-                cpu_ms=limits.cpu_ms,
-                memory_bytes=limits.memory_mb * MIB,
-                pids=limits.pids,
-                max_output_bytes=limits.max_output_bytes,
-                stdin=spec.stdin_bytes,
-                on_output=on_output,
-                cancel_event=cancel_event,
-            )
+            run_step = self._run_step(spec, on_output, cancel_event)
             outcome, cg_usage = self._step(spec, ws, run_step)
             result = classify(outcome, cg_usage, phase="run")
             result.usage.wall_ms = wall_total + outcome.wall_ms
@@ -347,6 +339,26 @@ class StepBackend(Backend):
             self._finish_run(spec.run_id)
             if ws is not None:
                 self._later(ws.destroy)
+
+    @staticmethod
+    def _run_step(
+        spec: RunSpec, on_output: OutputCallback | None = None, cancel_event: threading.Event | None = None
+    ) -> Step:
+        """The program's own step (a warm sandbox is started with the one its pool's spec gives)."""
+        limits = spec.limits
+        return Step(
+            name="run",
+            argv=(*spec.lang.run, *spec.args),
+            env={**spec.lang.env, **spec.env},
+            timeout_ms=limits.timeout_ms,
+            cpu_ms=limits.cpu_ms,
+            memory_bytes=limits.memory_mb * MIB,
+            pids=limits.pids,
+            max_output_bytes=limits.max_output_bytes,
+            stdin=spec.stdin_bytes,
+            on_output=on_output,
+            cancel_event=cancel_event,
+        )
 
     def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
         """The run's workspace (a backend may hand over one it prepared ahead)."""

@@ -31,14 +31,16 @@ def backend(request: pytest.FixtureRequest, sandbox_root: Path) -> Iterator[Back
     config = SandboxConfig(workdir=sandbox_root / request.param, cgroup_parent=f"codeexec-test-{os.getpid()}")
     b = get_backend(request.param, config)
     b.check()  # fails loudly when bwrap, root, cgroups or seccomp are missing
-    b.start_pool()  # as a worker does: runs that fit take warm sandboxes (bwrap), so the suite covers both paths
+    b.start_pool()  # as a worker does: runs that fit take warm sandboxes, so the suite covers both paths
     yield b
+    warm_used = getattr(b, "warm_used", 0)
     b.close()
     leftovers = b.leftovers()
     b.cleanup_orphans()
     if request.param == "bwrap":
         b.cgroups.remove_parent()  # type: ignore[attr-defined]
     assert leftovers == [], f"the backend left these behind: {leftovers}"
+    assert warm_used > 0, "no run of the suite took a warm sandbox: only the cold path was tested"
 
 
 class Runner:

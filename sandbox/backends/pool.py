@@ -1,0 +1,288 @@
+"""Warm sandboxes: started ahead of their run, each used by one run, then gone.
+
+Starting a sandbox costs time a run should not wait for: bwrap's namespaces and mounts, a container's
+create and start, the run's tmpfs, the move into a cgroup. With start_pool(), one thread keeps
+`config.warm_pool` sandboxes per interpreted language started and blocked before the program, for the
+commonest run: the default disk size, no args, no env, no input files. The backend starts them with
+its cold path's own code and the pool's default limits. A run that fits takes one and keeps its
+directory and names (the sandbox may still be setting itself up, so nothing is renamed): its limits are
+written into the sandbox's cgroup and its counters reset, its sources go into /work, and only then is
+the program released. Anything else takes the cold path. A warm sandbox is never reused; the thread
+starts another once runs have been quiet for REFILL_QUIET_S, or at once when its language has none left.
+
+A backend supplies `_start_warm_entry` (start one, blocked) and a WarmEntry with `alive()` and
+`discard()`; its `_step` asks `_warm_for_step` whether the run brought a warm sandbox for this step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ..languages import Language, all_languages
+from ..spec import RunSpec
+from ..workspace import Workspace
+from .base import SandboxConfig
+from .steps import Step, StepBackend
+
+log = logging.getLogger(__name__)
+
+# A taken warm sandbox is replaced once runs have been quiet this long (the worker saves the result and
+# the waiting request answers meanwhile), or at once when its language has none left.
+REFILL_QUIET_S = 0.03
+# After a failed start the thread waits this long, doubling up to the maximum (an engine that is down).
+RETRY_S, RETRY_MAX_S = 1.0, 30.0
+WARM_PREFIX = "warm-"
+# In a taken sandbox's directory: the run's id, so a cancel from another process finds the directory.
+TAKEN_BY = "taken-by"
+
+
+@dataclasses.dataclass
+class WarmEntry:
+    """A sandbox started ahead of its run, blocked before the program; the backend's subclass holds it."""
+
+    language: str
+    disk_mb: int
+    fsize: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    ws: Workspace
+    used: bool = dataclasses.field(default=False, kw_only=True)
+
+    @property
+    def name(self) -> str:
+        return self.ws.run_dir.name
+
+    def fits(self, step: Step, fsize: int) -> bool:
+        """Started with exactly what this step would start with (its limits are set on taking it)."""
+        return (
+            tuple(step.argv) == self.argv
+            and dict(step.env) == self.env
+            and fsize == self.fsize
+            and not step.build_writable
+        )
+
+    def alive(self) -> bool:
+        """Still blocked before its program (not killed while idle by an operator or a janitor)."""
+        raise NotImplementedError
+
+    def discard(self, keep_workspace: bool = False) -> None:
+        """Stop and remove the sandbox (and its workspace, unless a run keeps using it)."""
+        raise NotImplementedError
+
+
+class PooledBackend(StepBackend):
+    """A StepBackend that can keep warm sandboxes (see the module's docstring)."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config)
+        self._pool: dict[str, list[WarmEntry]] = {}
+        self._pool_cond = threading.Condition()
+        self._pool_stop = threading.Event()
+        self._pool_thread: threading.Thread | None = None
+        self._pool_starting: set[str] = set()
+        self._warm_taken: dict[str, WarmEntry] = {}
+        self._refill_at = 0.0
+        self.warm_used = 0  # runs whose program ran in a warm sandbox
+
+    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> WarmEntry:
+        """Start the sandbox of `step` in `ws` blocked before the program, as the cold path would."""
+        raise NotImplementedError
+
+    # ---- the pool's thread --------------------------------------------------------------------------
+
+    def start_pool(self) -> None:
+        if self.config.warm_pool <= 0 or self._pool_thread is not None:
+            return
+        self.prepare()
+        self._pool_stop.clear()
+        # The thread that starts the sandboxes lives as long as the pool: bwrap's --die-with-parent
+        # follows the thread that forked it.
+        self._pool_thread = threading.Thread(target=self._fill_pool, name="cx-warm-pool", daemon=True)
+        self._pool_thread.start()
+
+    def close(self) -> None:
+        self.drain_cleanups()
+        thread, self._pool_thread = self._pool_thread, None
+        if thread is not None:
+            with self._pool_cond:
+                self._pool_stop.set()
+                self._pool_cond.notify_all()
+            thread.join(timeout=60)
+        with self._pool_cond:
+            entries = [e for pool in self._pool.values() for e in pool]
+            self._pool.clear()
+        for entry in entries:
+            entry.discard()
+
+    def wait_for_pool(self, timeout_s: float) -> bool:
+        """Wait until every language has all its warm sandboxes (bench, tests); False on timeout or no pool."""
+        deadline = time.monotonic() + timeout_s
+        with self._pool_cond:
+            while self._pool_starting or any(
+                len(self._pool.get(lang.name, [])) < self.config.warm_pool for lang in self._warm_languages()
+            ):
+                remaining = deadline - time.monotonic()
+                if self._pool_thread is None or remaining <= 0:
+                    return False
+                self._pool_cond.wait(remaining)
+        return True
+
+    def _warm_languages(self) -> list[Language]:
+        return [lang for lang in all_languages() if not lang.compiled]
+
+    def _fill_pool(self) -> None:
+        retry_s = RETRY_S
+        while not self._pool_stop.is_set():
+            with self._pool_cond:
+                dead = [e for pool in self._pool.values() for e in pool if not e.alive()]
+                for entry in dead:  # killed while idle (an operator, a janitor): replaced below
+                    self._pool[entry.language].remove(entry)
+            for entry in dead:
+                entry.discard()
+            with self._pool_cond:
+                wanted = [
+                    lang
+                    for lang in self._warm_languages()
+                    if len(self._pool.get(lang.name, [])) < self.config.warm_pool
+                ]
+                if not wanted:
+                    self._pool_cond.wait(timeout=1.0)
+                    continue
+                # Starting a sandbox takes CPU from the run that just ended, whose result is still being
+                # saved and sent: wait for a quiet moment unless a language has no sandbox left.
+                quiet_in = self._refill_at - time.monotonic()
+                if quiet_in > 0 and all(self._pool.get(lang.name) for lang in wanted):
+                    self._pool_cond.wait(timeout=quiet_in)
+                    continue
+            for lang in wanted:
+                if self._pool_stop.is_set():
+                    return
+                try:
+                    started = self._start_warm(lang)
+                except Exception:
+                    log.warning(
+                        "could not start a warm %s sandbox (next try in %.0f s)", lang.name, retry_s, exc_info=True
+                    )
+                    self._pool_stop.wait(retry_s)
+                    retry_s = min(retry_s * 2, RETRY_MAX_S)
+                    continue
+                if started is None:  # the pool was closed meanwhile
+                    return
+                retry_s = RETRY_S
+
+    def _start_warm(self, lang: Language) -> WarmEntry | None:
+        name = f"{WARM_PREFIX}{uuid.uuid4().hex[:16]}"
+        with self._pool_cond:
+            self._pool_starting.add(name)  # the pool's own from its first directory on, not a leftover
+        try:
+            entry = self._start_warm_named(lang, name)
+        except BaseException:
+            with self._pool_cond:
+                self._pool_starting.discard(name)
+            raise
+        with self._pool_cond:
+            self._pool_starting.discard(name)
+            if not self._pool_stop.is_set():
+                self._pool.setdefault(lang.name, []).append(entry)
+                self._pool_cond.notify_all()  # wait_for_pool()
+                return entry
+        entry.discard()
+        return None
+
+    def _start_warm_named(self, lang: Language, name: str) -> WarmEntry:
+        spec = RunSpec(language=lang.name, code="", limits=self.config.default_limits, run_id=name)
+        step = self._run_step(spec)  # the step a fitting run will have, but for its limits
+        fsize = self._file_size_cap_bytes(spec, step)
+        ws = self._workspace(spec, 0)
+        try:
+            return self._start_warm_entry(spec, ws, step, fsize)
+        except BaseException:
+            ws.destroy()
+            raise
+
+    # ---- a run taking one ---------------------------------------------------------------------------
+
+    def _workspace_for_run(self, spec: RunSpec, input_bytes: int) -> Workspace:
+        warm = self._take_warm(spec, input_bytes)
+        return warm.ws if warm is not None else self._workspace(spec, input_bytes)
+
+    def _take_warm(self, spec: RunSpec, input_bytes: int) -> WarmEntry | None:
+        if spec.lang.compiled or input_bytes or spec.files or spec.args or spec.env:
+            return None
+        with self._pool_cond:
+            pool = self._pool.get(spec.lang.name, [])
+            entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb), None)
+            if entry is None:
+                return None
+            pool.remove(entry)  # the filler starts another one when this run ends (_finish_run)
+        if not entry.alive():  # died while idle (a janitor, an operator): not usable
+            entry.discard()
+            return None
+        # The run keeps the warm directory and names; cancel() finds them through this map (in this
+        # process) or the run's id written into the directory (from another one).
+        self._warm_taken[spec.run_id] = entry
+        try:
+            (entry.ws.run_dir / TAKEN_BY).write_text(spec.run_id)
+        except OSError:
+            log.warning("could not record run %s in its warm sandbox", spec.run_id, exc_info=True)
+        return entry
+
+    def _warm_for_step(self, spec: RunSpec, step: Step, fsize: int) -> WarmEntry | None:
+        """The warm sandbox the run took, if it was started for `step` and is still alive. A taken one
+        that does not fit is discarded (its directory stays the run's) and the step goes the cold way."""
+        warm = self._warm_taken.get(spec.run_id) if step.name == "run" else None
+        if warm is None or warm.used:
+            return None
+        warm.used = True
+        if warm.fits(step, fsize) and warm.alive():
+            self.warm_used += 1
+            return warm
+        warm.discard(keep_workspace=True)
+        return None
+
+    def _finish_run(self, run_id: str) -> None:
+        warm = self._warm_taken.pop(run_id, None)
+        if warm is not None and not warm.used:  # taken, but the run ended before its step
+            warm.discard(keep_workspace=True)
+        with self._pool_cond:
+            self._refill_at = time.monotonic() + REFILL_QUIET_S
+            self._pool_cond.notify_all()  # refill soon, not while the run was using the CPU
+
+    def _run_dir_of(self, run_id: str) -> Path:
+        warm = self._warm_taken.get(run_id)
+        if warm is not None:
+            return warm.ws.run_dir
+        own = self.runs_dir / run_id
+        if own.is_dir() or not self.runs_dir.is_dir():
+            return own
+        for run_dir in self.runs_dir.iterdir():  # another process's run in a warm sandbox
+            if run_dir.name.startswith(WARM_PREFIX):
+                try:
+                    if (run_dir / TAKEN_BY).read_text() == run_id:
+                        return run_dir
+                except OSError:
+                    continue
+        return own
+
+    # ---- what is the pool's own ---------------------------------------------------------------------
+
+    def _pool_names(self) -> set[str]:
+        """Directory names of the sandboxes the pool holds or is starting (not runs, not leftovers)."""
+        with self._pool_cond:
+            return {e.name for pool in self._pool.values() for e in pool} | self._pool_starting
+
+    def leftovers(self) -> list[str]:
+        found = super().leftovers()
+        idle = self._pool_names()  # read after listing: a sandbox started meanwhile is the pool's
+        prefixes = tuple(f"{self.runs_dir / name}/" for name in idle)
+        return [
+            item
+            for item in found
+            if not (item.startswith("dir:") and item[4:] in idle)
+            and not (item.startswith("mount:") and item[6:].startswith(prefixes))
+        ]
