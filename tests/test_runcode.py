@@ -141,3 +141,16 @@ def test_it_refuses_a_non_empty_artifacts_dir(workdir: Path) -> None:
     assert proc.returncode != 0
     assert "not empty" in proc.stderr.decode()
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_it_leaves_no_mount_or_cgroup_behind(workdir: Path) -> None:
+    """A one-shot command: the run's deferred teardown (tmpfs, cgroups, the version probe's) is done
+    before it exits, not left to a thread that dies with it."""
+    for code in (b"print('done')\n", b"package main\nfunc main() { undefined() }\n"):
+        lang = "python" if code.startswith(b"print") else "go"
+        proc = runcode("-l", lang, "-", stdin=code, tmp_path=workdir)
+        assert proc.returncode == 0, proc.stderr
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert SANDBOX_WORKDIR not in mounts
+    driver = CgroupDriver(CGROUP_PARENT)
+    assert driver.existing_groups() == []

@@ -72,6 +72,10 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.message} ({exc.param})") from exc
         except SandboxUnavailable as exc:
             raise CommandError(f"the {settings.SANDBOX_BACKEND} sandbox is unavailable: {exc}") from exc
+        finally:
+            # The run's teardown (its cgroups, its tmpfs) is deferred to a thread that dies with this
+            # process: finish it before exiting.
+            backend.close()
         out = result.as_dict()
         out["artifacts"] = [{"path": a.path, "bytes": a.bytes} for a in result.artifacts]
         out["runtime_version"] = version
