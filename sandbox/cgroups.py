@@ -122,13 +122,16 @@ class CgroupDriver:
                 node = node.parent
 
     def existing_groups(self) -> list[str]:
-        """Names of run groups under the parent (for the janitor)."""
-        base = self.v2 if self.version == 2 else self.v1["memory"]
-        assert base is not None
-        parent = base / self.parent
-        if not parent.is_dir():
-            return []
-        return sorted(p.name for p in parent.iterdir() if p.is_dir())
+        """Names of run groups under the parent (for the janitor), in any hierarchy: under v1 a group
+        whose removal stopped half-way (a controller busy with exiting tasks) is still listed."""
+        bases = [self.v2] if self.version == 2 else list(self.v1.values())
+        names: set[str] = set()
+        for base in bases:
+            assert base is not None
+            parent = base / self.parent
+            if parent.is_dir():
+                names.update(p.name for p in parent.iterdir() if p.is_dir())
+        return sorted(names)
 
 
 def _enable_controllers(node: Path, wanted: set[str]) -> None:
@@ -154,6 +157,17 @@ class RunCgroup:
 
     def create(self, memory_bytes: int, pids_max: int) -> None:
         self.memory_limit = memory_bytes
+        try:
+            self._make()
+        except FileExistsError:
+            # Left by an earlier attempt of this run (group names are per run and step) whose worker
+            # died before removing it, or removed it only half-way: this attempt holds the run's claim,
+            # so whatever is still in it is the lost attempt's. Remove it and start afresh.
+            self.destroy()
+            self._make()
+        self._write_limits(memory_bytes, pids_max)
+
+    def _make(self) -> None:
         for path in self.paths.values():
             try:
                 path.mkdir(exist_ok=False)
@@ -162,6 +176,8 @@ class RunCgroup:
                 self.driver._prepared = False
                 self.driver.prepare()
                 path.mkdir(exist_ok=False)
+
+    def _write_limits(self, memory_bytes: int, pids_max: int) -> None:
         if self.v2:
             _write(self._p("memory", "memory.max"), str(memory_bytes))
             if self._p("memory", "memory.swap.max").exists():

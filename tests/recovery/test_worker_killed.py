@@ -51,7 +51,7 @@ def test_it_reexecutes_a_run_of_a_killed_worker_then_ends_it_worker_lost(healthy
     assert time.monotonic() - ready <= RECOVERY_BOUND_S
 
     short = stack.wait_run(short_id, 30)
-    assert short["status"] == "succeeded", short
+    assert short["status"] == "succeeded", (short["error"], short["stdout"], short["stderr"])
     assert short["stdout"] == "short started\nshort done\n"  # one attempt's output, not two
     assert stack.row(short_id)["attempts"] == 2
 
