@@ -10,6 +10,10 @@ written into the sandbox's cgroup and its counters reset, its sources go into /w
 the program released. Anything else takes the cold path. A warm sandbox is never reused; the thread
 starts another once runs have been quiet for REFILL_QUIET_S, or at once when its language has none left.
 
+The same entries serve a compiled language's run step: `_prestart_run_step` starts it, with the run's
+own limits, on a long-lived thread while the compiler runs, and the run step takes it as a warm one
+(or the cold way if the compile failed to leave it alive); a compile that fails discards it.
+
 A backend supplies `_start_warm_entry` (start one, blocked) and a WarmEntry with `alive()` and
 `discard()`; its `_step` asks `_warm_for_step` whether the run brought a warm sandbox for this step.
 """
@@ -21,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..languages import Language, all_languages
@@ -86,8 +91,12 @@ class PooledBackend(StepBackend):
         self._pool_thread: threading.Thread | None = None
         self._pool_starting: set[str] = set()
         self._warm_taken: dict[str, WarmEntry] = {}
+        self._prestarting: dict[str, Future[WarmEntry]] = {}
+        self._prestarter: ThreadPoolExecutor | None = None
+        self._prestarter_lock = threading.Lock()
         self._refill_at = 0.0
         self.warm_used = 0  # runs whose program ran in a warm sandbox
+        self.prestarted_used = 0  # compiled runs whose program ran in the sandbox started during the compile
 
     def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> WarmEntry:
         """Start the sandbox of `step` in `ws` blocked before the program, as the cold path would."""
@@ -107,6 +116,10 @@ class PooledBackend(StepBackend):
 
     def close(self) -> None:
         self.drain_cleanups()
+        with self._prestarter_lock:
+            prestarter, self._prestarter = self._prestarter, None
+        if prestarter is not None:
+            prestarter.shutdown(wait=True)
         thread, self._pool_thread = self._pool_thread, None
         if thread is not None:
             with self._pool_cond:
@@ -232,20 +245,56 @@ class PooledBackend(StepBackend):
             log.warning("could not record run %s in its warm sandbox", spec.run_id, exc_info=True)
         return entry
 
+    # ---- a compiled run's own step, started while it compiles ---------------------------------------
+
+    # Threads that start run steps ahead: a sandbox dies with the thread that started it (bwrap's
+    # --die-with-parent), so they live as long as the backend.
+    PRESTART_THREADS = 4
+
+    def _prestart_run_step(self, spec: RunSpec, ws: Workspace) -> None:
+        if self.config.warm_pool <= 0 or spec.run_id in self._warm_taken:
+            return
+        step = self._run_step(spec)
+        fsize = self._file_size_cap_bytes(spec, step)
+        with self._prestarter_lock:
+            if self._prestarter is None:
+                self._prestarter = ThreadPoolExecutor(self.PRESTART_THREADS, thread_name_prefix="cx-prestart")
+            self._prestarting[spec.run_id] = self._prestarter.submit(self._start_warm_entry, spec, ws, step, fsize)
+
+    def _prestarted(self, run_id: str) -> WarmEntry | None:
+        """The run step's sandbox started during the compile, once it is up (None if it failed)."""
+        future = self._prestarting.pop(run_id, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:
+            log.warning("could not start run %s's sandbox ahead; it starts now", run_id, exc_info=True)
+            return None
+
     def _warm_for_step(self, spec: RunSpec, step: Step, fsize: int) -> WarmEntry | None:
         """The warm sandbox the run took, if it was started for `step` and is still alive. A taken one
         that does not fit is discarded (its directory stays the run's) and the step goes the cold way."""
+        prestarted = self._prestarted(spec.run_id) if step.name == "run" else None
+        if prestarted is not None:
+            self._warm_taken[spec.run_id] = prestarted
         warm = self._warm_taken.get(spec.run_id) if step.name == "run" else None
         if warm is None or warm.used:
             return None
         warm.used = True
         if warm.fits(step, fsize) and warm.alive():
-            self.warm_used += 1
+            if prestarted is not None:
+                self.prestarted_used += 1
+            else:
+                self.warm_used += 1
             return warm
         warm.discard(keep_workspace=True)
         return None
 
     def _finish_run(self, run_id: str) -> None:
+        prestarted = self._prestarted(run_id)  # the compile failed: its run step never came
+        if prestarted is not None:
+            prestarted.discard(keep_workspace=True)
         warm = self._warm_taken.pop(run_id, None)
         if warm is not None and not warm.used:  # taken, but the run ended before its step
             warm.discard(keep_workspace=True)

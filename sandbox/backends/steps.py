@@ -190,6 +190,9 @@ class StepBackend(Backend):
         """Wait until every run's deferred teardown is done."""
         self._cleanups.join()
 
+    def _prestart_run_step(self, spec: RunSpec, ws: Workspace) -> None:
+        """Start the run step's sandbox ahead, blocked before the program (a backend may; see pool.py)."""
+
     def _finish_run(self, run_id: str) -> None:
         """Release what the backend holds for this run beyond its workspace (called in run's finally)."""
 
@@ -292,6 +295,7 @@ class StepBackend(Backend):
                     build_writable=True,
                     cancel_event=cancel_event,
                 )
+                self._prestart_run_step(spec, ws)  # its sandbox starts while the compiler runs
                 outcome, cg_usage = self._step(spec, ws, compile_step)
                 wall_total += outcome.wall_ms
                 cpu_total = _add(cpu_total, cg_usage.cpu_ms)

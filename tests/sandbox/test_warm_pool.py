@@ -24,6 +24,7 @@ import pytest
 from sandbox import Limits, RunResult, RunSpec, SandboxConfig, Status, get_backend, get_language
 from sandbox.backends.steps import BASE_ENV
 from sandbox.cgroups import RunCgroup
+from sandbox.result import ErrorCode
 from sandbox.spec import InputFile
 
 from .conftest import BACKENDS
@@ -187,7 +188,7 @@ def test_runs_that_do_not_fit_take_the_cold_path(pooled: Any) -> None:
         result, used = _run(pooled, "print('cold')", **fields)
         assert (result.status, result.stdout, used) == (Status.SUCCEEDED, "cold\n", 0), fields
     result, used = _run(pooled, 'package main\nimport "fmt"\nfunc main() { fmt.Println("go") }\n', language="go")
-    assert result.status == Status.SUCCEEDED and used == 0  # compiled languages are never warm
+    assert result.status == Status.SUCCEEDED and used == 0  # compiled languages are never in the pool
 
 
 def test_every_interpreted_language_has_warm_sandboxes(pooled: Any) -> None:
@@ -291,3 +292,77 @@ def test_the_janitor_removes_what_a_dead_workers_pool_left(name: str) -> None:
     assert result.status == Status.SUCCEEDED and backend.warm_used == 1
     _finish(backend)
     shutil.rmtree(root, ignore_errors=True)
+
+
+# ---- a compiled run's own step, started while it compiles ---------------------------------------------
+
+GO_HELLO = 'package main\n\nimport "fmt"\n\nfunc main() {{ fmt.Println("built {tag}") }}\n'
+GO_BROKEN = "package main\n\nfunc main() {{ undefined_{tag}() }}\n"
+
+
+def _go(template: str) -> str:
+    """A program no build cache has seen: its compile step really runs."""
+    return template.format(tag=f"{os.getpid()}_{time.monotonic_ns()}")
+
+
+def _own_items(backend: Any, run_id: str) -> set[str]:
+    return {item for item in backend.leftovers() if run_id in item}
+
+
+def test_a_compiled_runs_program_step_is_started_while_it_compiles(pooled: Any) -> None:
+    code = _go(GO_HELLO)
+    spec = RunSpec(language="go", code=code)
+    before, warm_before = pooled.prestarted_used, pooled.warm_used
+    thread, results = _in_thread(pooled, spec)
+    kind = "container" if pooled.name == "docker" else "cgroup"
+    run_item, compile_item = (
+        (f"container:codeexec-{spec.run_id}-run", f"container:codeexec-{spec.run_id}-compile")
+        if pooled.name == "docker"
+        else (f"cgroup:{spec.run_id}.run", f"cgroup:{spec.run_id}.compile")
+    )
+    both_seen = False
+    while thread.is_alive():
+        items = _own_items(pooled, spec.run_id)
+        both_seen = both_seen or {run_item, compile_item} <= items
+        time.sleep(0.01)
+    thread.join()
+    assert results and results[0].status == Status.SUCCEEDED, results[0].as_dict() if results else None
+    assert results[0].stdout.startswith("built ")
+    # The program ran in the sandbox started during the compile: the two existed at the same time.
+    assert (pooled.prestarted_used, pooled.warm_used) == (before + 1, warm_before)
+    assert both_seen, f"the run step's {kind} did not exist while the compiler ran"
+    pooled.drain_cleanups()
+    assert _own_items(pooled, spec.run_id) == set()
+
+
+def test_a_failed_compile_discards_the_program_step_started_ahead(pooled: Any) -> None:
+    before = pooled.prestarted_used
+    spec = RunSpec(language="go", code=_go(GO_BROKEN))
+    result = pooled.run(spec)
+    assert result.status == Status.FAILED and result.error is not None
+    assert result.error.code == ErrorCode.COMPILE_ERROR, result.as_dict()
+    assert pooled.prestarted_used == before
+    assert spec.run_id not in pooled._prestarting and spec.run_id not in pooled._warm_taken
+    pooled.drain_cleanups()
+    assert _own_items(pooled, spec.run_id) == set()
+
+
+def test_a_run_cancelled_while_it_compiles_leaves_nothing(pooled: Any) -> None:
+    # A compile that takes long: many generated functions.
+    body = "\n".join(f"func f{i}(x int) int {{ return x*{i} + {i} }}" for i in range(4000))
+    code = _go(
+        'package main\n\nimport "fmt"\n\n'
+        + body.replace("{", "{{").replace("}", "}}")
+        + '\n\nfunc main() {{ fmt.Println(f1(1), "{tag}") }}\n'
+    )
+    spec = RunSpec(language="go", code=code)
+    thread, results = _in_thread(pooled, spec)
+    compile_item = (
+        f"container:codeexec-{spec.run_id}-compile" if pooled.name == "docker" else f"cgroup:{spec.run_id}.compile"
+    )
+    _wait(lambda: compile_item in _own_items(pooled, spec.run_id), "the compile step", 60)
+    assert pooled.cancel(spec.run_id)
+    thread.join(60)
+    assert results and results[0].status == Status.CANCELLED, results[0].as_dict() if results else None
+    pooled.drain_cleanups()
+    assert _own_items(pooled, spec.run_id) == set()
