@@ -151,12 +151,13 @@ class RunCgroup:
         self.v2 = driver.version == 2
         self.cpu_baseline_ms = 0
         self.memory_limit: int | None = None
+        self.pids_max: int | None = None
 
     def _p(self, ctrl: str, file: str) -> Path:
         return self.paths["unified" if self.v2 else ctrl] / file
 
     def create(self, memory_bytes: int, pids_max: int) -> None:
-        self.memory_limit = memory_bytes
+        self.memory_limit, self.pids_max = memory_bytes, pids_max
         try:
             self._make()
         except FileExistsError:
@@ -199,7 +200,9 @@ class RunCgroup:
 
     def set_limits(self, memory_bytes: int, pids_max: int) -> None:
         """New limits for a group that already has processes (a warm sandbox taken by a run)."""
-        self.memory_limit = memory_bytes
+        if (memory_bytes, pids_max) == (self.memory_limit, self.pids_max):
+            return  # this object wrote these very values when it made the group: the commonest run's
+        self.memory_limit, self.pids_max = memory_bytes, pids_max
         if self.v2:
             _write(self._p("memory", "memory.max"), str(memory_bytes))
         else:

@@ -448,7 +448,7 @@ class DockerBackend(PooledBackend):
         if isinstance(warm, _WarmContainer) and warm.used:
             warm.gated.kill()
             found = True
-        for container in self.client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"}):
+        for container in self.client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"}, ignore_removed=True):
             _kill(container)
             found = True
         return found
@@ -461,7 +461,8 @@ class DockerBackend(PooledBackend):
     def _own_containers(self) -> list[Any]:
         """Containers this backend's work dir made (another work dir's are another worker's business)."""
         labels = [f"{LABEL_MANAGED}=1", f"{LABEL_WORKDIR}={self.workdir}"]
-        return list(self.client.containers.list(all=True, filters={"label": labels}))
+        # ignore_removed: a container removed between the listing and its inspection (a run ending) is gone.
+        return list(self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
 
     def cleanup_orphans(self) -> list[str]:
         """Remove labelled containers and run dirs whose owning worker is gone."""
