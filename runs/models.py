@@ -161,17 +161,29 @@ class Run(models.Model):
 
         Every later transition of this attempt is conditional on (worker_id, attempts), so once the
         janitor has handed the run to a new attempt, nothing the old worker does can change it."""
+        claimed = Run.claim_queued(self.public_id, worker_id, lease)
+        if claimed is None:
+            return False
+        for field in Run._meta.concrete_fields:
+            setattr(self, field.attname, getattr(claimed, field.attname))
+        return True
+
+    @classmethod
+    def claim_queued(cls, public_id: str, worker_id: str, lease: timedelta) -> Run | None:
+        """claim() by id, in one round trip: the claimed row (with `owner_label`), or None when the run
+        is not queued (a duplicate delivery, a cancelled or unknown run)."""
         now = timezone.now()
-        won = Run.objects.filter(pk=self.pk, status=Run.StatusChoices.QUEUED).update(
-            status=Run.StatusChoices.RUNNING,
-            worker_id=worker_id,
-            started_at=now,
-            lease_expires_at=now + lease,
-            attempts=models.F("attempts") + 1,
+        columns = ", ".join(f'run."{field.column}"' for field in cls._meta.concrete_fields)
+        sql = (
+            f'UPDATE "{cls._meta.db_table}" AS run SET status = %s, worker_id = %s, started_at = %s, '
+            "lease_expires_at = %s, attempts = run.attempts + 1 "
+            f'FROM "{ApiKey._meta.db_table}" AS owner '
+            "WHERE run.public_id = %s AND run.status = %s AND owner.id = run.owner_id "
+            f"RETURNING {columns}, owner.label AS owner_label"
         )
-        if won:
-            self.refresh_from_db()
-        return won == 1
+        params = [cls.StatusChoices.RUNNING, worker_id, now, now + lease, public_id, cls.StatusChoices.QUEUED]
+        # A raw queryset applies the fields' converters (JSON, datetimes) to what RETURNING gives.
+        return next(iter(cls.objects.raw(sql, params)), None)
 
     def _this_attempt(self, worker_id: str) -> Q:
         return Q(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id, attempts=self.attempts)
@@ -269,11 +281,14 @@ class Run(models.Model):
             "error_message": result.error.message if result.error else None,
             "runtime_version": result.runtime_version or "",
         }
-        with transaction.atomic():
-            won = Run.objects.filter(self._this_attempt(worker_id)).update(**fields)
-            if won != 1:
+        if save_artifacts is None:  # one statement: atomic without a transaction block's two round trips
+            if Run.objects.filter(self._this_attempt(worker_id)).update(**fields) != 1:
                 return False
-            if save_artifacts is not None:
+        else:
+            with transaction.atomic():
+                won = Run.objects.filter(self._this_attempt(worker_id)).update(**fields)
+                if won != 1:
+                    return False
                 save_artifacts()
         for key, value in fields.items():
             setattr(self, key, value)

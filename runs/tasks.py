@@ -102,7 +102,9 @@ class _Watch(threading.Thread):
 def _build_spec(run: Run) -> RunSpec:
     files = []
     wanted = {r["file_id"] for r in run.input_files}
-    stored = {f.public_id: f for f in File.objects.filter(owner=run.owner, public_id__in=wanted)}
+    stored = (
+        {f.public_id: f for f in File.objects.filter(owner_id=run.owner_id, public_id__in=wanted)} if wanted else {}
+    )
     for ref in run.input_files:  # one file may be staged at several paths
         f = stored.get(ref["file_id"])
         if f is None:
@@ -122,6 +124,9 @@ def _build_spec(run: Run) -> RunSpec:
 
 
 def _artifact_saver(run: Run, result: RunResult) -> Any:
+    """What saves the run's artifacts with its result (None when it has none)."""
+    if not result.artifacts:
+        return None
     saved: list[File] = []
 
     def save() -> None:
@@ -130,7 +135,7 @@ def _artifact_saver(run: Run, result: RunResult) -> Any:
             for artifact in result.artifacts:
                 assert artifact.local_path is not None
                 record = File(
-                    owner=run.owner,
+                    owner_id=run.owner_id,
                     filename=Path(artifact.path).name,
                     bytes=artifact.bytes,
                     purpose=File.Purpose.RUN_ARTIFACT,
@@ -212,14 +217,13 @@ def execute_run(run_id: str, stream: bool = False) -> None:
 
 
 def _execute_run(run_id: str, stream: bool) -> None:
-    run = Run.objects.select_related("owner").filter(public_id=run_id).first()
-    if run is None:
-        return
-    logs.bind(key=run.owner.label)
     worker = f"{PRESENCE.id}:{threading.get_ident()}"
-    if not run.claim(worker, lease()):
-        log.info("run %s not claimed (status %s): duplicate delivery or cancelled", run_id, run.status)
+    run = Run.claim_queued(run_id, worker, lease())
+    if run is None:
+        status = Run.objects.filter(public_id=run_id).values_list("status", flat=True).first()
+        log.info("run %s not claimed (status %s): duplicate delivery, cancelled or deleted", run_id, status)
         return
+    logs.bind(key=getattr(run, "owner_label", None))  # selected by claim_queued with the row
     metrics.run_started(run)
     PRESENCE.track(run_id)
     events = _EventWriter(run_id) if stream else None
