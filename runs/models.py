@@ -174,8 +174,9 @@ class Run(models.Model):
         is not queued (a duplicate delivery, a cancelled or unknown run)."""
         now = timezone.now()
         columns = ", ".join(f'run."{field.column}"' for field in cls._meta.concrete_fields)
+        # Identifiers from the models' own metadata; every value is a parameter.
         sql = (
-            f'UPDATE "{cls._meta.db_table}" AS run SET status = %s, worker_id = %s, started_at = %s, '
+            f'UPDATE "{cls._meta.db_table}" AS run SET status = %s, worker_id = %s, started_at = %s, '  # noqa: S608
             "lease_expires_at = %s, attempts = run.attempts + 1 "
             f'FROM "{ApiKey._meta.db_table}" AS owner '
             "WHERE run.public_id = %s AND run.status = %s AND owner.id = run.owner_id "
