@@ -2,7 +2,9 @@
 and the event stream of a streamed run.
 
 The database stays the source of truth; these messages only wake waiters sooner, and a stream's events
-only carry output as it happens (the final run object is always read from the database).
+only carry output as it happens (the final run object is always read from the database). A completion
+message may carry the run's saved result (`done_payload`), so a request waiting on it answers without
+reading the row again; it is sent only after the row is committed, and is always the row's own values.
 """
 
 from __future__ import annotations
@@ -31,8 +33,65 @@ def client() -> redis.Redis:
     )
 
 
-def publish_done(run_id: str) -> None:
-    client().publish(DONE_CHANNEL.format(run_id=run_id), "done")
+# A completion message carries the result only while it is this small (output beyond it is reread).
+DONE_PAYLOAD_MAX_CHARS = 64 * 1024
+# What a finished run's row holds beyond what its creating request already has (runs/models.py finish()).
+DONE_FIELDS = (
+    "status",
+    "exit_code",
+    "signal",
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+    "wall_ms",
+    "cpu_ms",
+    "memory_peak_bytes",
+    "output_bytes",
+    "artifact_bytes",
+    "error_code",
+    "error_message",
+    "runtime_version",
+)
+DONE_TIMES = ("started_at", "completed_at")
+
+
+def done_payload(run: Any, artifacts: int) -> str | None:
+    """The saved result of `run` for its completion message, or None when it is too big or has artifacts
+    (their signed links need their rows): the waiting request then rereads the row."""
+    if artifacts or len(run.stdout) + len(run.stderr) > DONE_PAYLOAD_MAX_CHARS:
+        return None
+    fields = {name: getattr(run, name) for name in DONE_FIELDS}
+    fields.update({name: getattr(run, name).isoformat() for name in DONE_TIMES if getattr(run, name) is not None})
+    return json.dumps({"id": run.public_id, "attempts": run.attempts, "run": fields})
+
+
+def apply_done_payload(run: Any, message: Any) -> bool:
+    """Set on `run` the result a completion message carries; False when it carries none (or another run's)."""
+    from datetime import datetime
+
+    data = message.decode() if isinstance(message, bytes) else message
+    if not isinstance(data, str) or not data.startswith("{"):
+        return False
+    try:
+        payload = json.loads(data)
+        fields = payload["run"]
+        if payload["id"] != run.public_id or not set(DONE_FIELDS) <= fields.keys():
+            return False
+        times = {name: datetime.fromisoformat(fields[name]) for name in DONE_TIMES if fields.get(name)}
+    except (ValueError, KeyError, TypeError):
+        return False
+    for name in DONE_FIELDS:
+        setattr(run, name, fields[name])
+    for name, value in times.items():
+        setattr(run, name, value)
+    run.attempts = payload.get("attempts", run.attempts)
+    run.done_from_message = True  # render without querying artifacts: a result with some is not sent
+    return True
+
+
+def publish_done(run_id: str, payload: str | None = None) -> None:
+    client().publish(DONE_CHANNEL.format(run_id=run_id), payload or "done")
 
 
 def publish_cancel(run_id: str) -> None:

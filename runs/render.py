@@ -31,7 +31,11 @@ def render_artifact(file: File) -> dict[str, Any]:
 
 def render_run(run: Run, artifacts: list[File] | None = None) -> dict[str, Any]:
     if artifacts is None:
-        artifacts = sorted(run.artifact_files.all(), key=lambda f: f.path) if run.is_terminal else []
+        # A result taken from its completion message has none (runs/redis.py done_payload).
+        from_message = getattr(run, "done_from_message", False)
+        artifacts = (
+            sorted(run.artifact_files.all(), key=lambda f: f.path) if run.is_terminal and not from_message else []
+        )
     return {
         "id": run.public_id,
         "object": "run",

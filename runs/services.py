@@ -141,8 +141,12 @@ class RunWaiter:
             if run.is_terminal or remaining <= 0:
                 return run
             message = self.pubsub.get_message(timeout=min(remaining, 5.0))
-            # The subscription's own confirmation says nothing about the run.
-            stale = message is None or message.get("type") != "subscribe"
+            if message is None:
+                stale = True
+            elif message.get("type") == "subscribe":
+                stale = False  # the subscription's own confirmation says nothing about the run
+            else:  # the worker's message: the saved result itself, or only a wake-up to reread the row
+                stale = not cx_redis.apply_done_payload(run, message.get("data"))
 
 
 def wait_for_terminal(run: Run, max_wait_s: float) -> Run:

@@ -235,6 +235,7 @@ def _execute_run(run_id: str, stream: bool) -> None:
         _clear_previous_attempt(run_id)
     artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
     saved = False  # the result is saved and `run` holds it
+    done: str | None = None  # the completion message's copy of the saved result
     try:
         try:
             spec = _build_spec(run)
@@ -251,7 +252,9 @@ def _execute_run(run_id: str, stream: bool) -> None:
             result.status, result.error = Status.CANCELLED, RunError(ErrorCode.CANCELLED, "The run was cancelled.")
         try:
             saved = run.finish(result, worker, save_artifacts=_artifact_saver(run, result))
-            if not saved:
+            if saved:
+                done = cx_redis.done_payload(run, artifacts=len(result.artifacts))
+            else:
                 log.warning("run %s: lost its claim before finishing", run_id)
         except DB_DOWN:
             raise  # the lease recovers the run (runs/janitor.py); nothing can be saved now
@@ -275,7 +278,8 @@ def _execute_run(run_id: str, stream: bool) -> None:
             events.flush()
             events.emit("completed")
         try:
-            cx_redis.publish_done(run_id)
+            # A saved result travels with the message: the waiting request need not reread the row.
+            cx_redis.publish_done(run_id, done)
         except Exception:
             log.warning("could not publish completion of %s", run_id, exc_info=True)
 

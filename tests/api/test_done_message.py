@@ -1,0 +1,68 @@
+"""A waiting request answers from the worker's completion message when it carries the saved result, without
+reading the run again, and answers exactly what the row holds; results with artifacts or large output
+travel as a bare wake-up and are reread."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from runs import redis as cx_redis
+from runs.models import Run
+from tests.api.conftest import SMALL_LIMITS
+
+RUN_TABLE = Run._meta.db_table
+FILES = "open('outputs/a.txt', 'w').write('a')\nprint('with a file')\n"
+
+
+def _post_counting_run_reads(tenant: Any, **body: Any) -> tuple[dict[str, Any], int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = tenant.post_run(**body)
+    assert response.status_code == 200, response.content
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and RUN_TABLE in q["sql"]]
+    return response.json(), len(reads)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)\n",
+        "import sys\nprint('é ✓ \\u2028')\nsys.exit(3)\n",
+        "raise SystemExit('boom')\n",
+    ],
+)
+def test_a_waiting_request_answers_from_the_completion_message(alice, ready_worker, code: str) -> None:
+    answered, reads = _post_counting_run_reads(alice, code=code)
+    assert answered["status"] in ("succeeded", "failed")
+    # The answer is the row: the same object a later read gives.
+    assert answered == alice.get_run(answered["id"])
+    # Admission counts runs (one aggregate); nothing read the run itself back.
+    assert reads == 1, reads
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("code", [FILES, "print('x' * 70000)\n"], ids=["artifacts", "large output"])
+def test_results_the_message_does_not_carry_are_reread(alice, ready_worker, code: str) -> None:
+    limits = {**SMALL_LIMITS, "max_output_bytes": 256 * 1024}
+    answered, reads = _post_counting_run_reads(alice, code=code, limits=limits)
+    assert answered["status"] == "succeeded", answered
+    assert answered == alice.get_run(answered["id"])
+    assert reads >= 2, reads  # the aggregate, then the run itself
+    if code == FILES:
+        assert [a["path"] for a in answered["artifacts"]] == ["outputs/a.txt"]
+
+
+def test_a_message_applies_only_to_its_own_run_and_whole() -> None:
+    run = Run(public_id="run_a", status="running", stdout="", stderr="")
+    other = json.dumps({"id": "run_b", "attempts": 1, "run": dict.fromkeys(cx_redis.DONE_FIELDS)})
+    assert not cx_redis.apply_done_payload(run, other.encode())
+    assert not cx_redis.apply_done_payload(run, b"done")
+    partial = json.dumps({"id": "run_a", "attempts": 1, "run": {"status": "succeeded"}})
+    assert not cx_redis.apply_done_payload(run, partial)
+    assert not cx_redis.apply_done_payload(run, b"{not json")
+    assert run.status == "running"
