@@ -6,6 +6,7 @@ enforced for the tree, not per process, and a kill reaches orphans that left the
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -236,6 +237,10 @@ class RunCgroup:
             return [int(x) for x in _read(path).split()]
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:  # being removed (a run ending as it is cancelled): nothing left in it
+                return []
+            raise
 
     def cpu_usage_ms(self) -> int | None:
         try:

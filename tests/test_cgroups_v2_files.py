@@ -80,3 +80,31 @@ def test_it_delegates_controllers_and_writes_v2_limits(tmp_path: Path, monkeypat
     assert group.oom_kills() == 1
     (run / "memory.peak").unlink()
     assert group.memory_peak_bytes() is None  # unknown, never a guess
+
+
+def test_a_group_being_removed_has_no_processes_and_kill_all_returns(tmp_path: Path, monkeypatch) -> None:
+    """A cancel that meets its run's group while the run's own teardown removes it: the kernel answers
+    ENODEV for the group's files; that is an empty group, not an error of the cancel."""
+    import errno
+
+    import sandbox.cgroups as cgroups
+
+    group = cgroups.RunCgroup(fake_v2(tmp_path), "run_x.run")
+
+    def being_removed(path: Path) -> str:
+        raise OSError(errno.ENODEV, "No such device", str(path))
+
+    monkeypatch.setattr(cgroups, "_read", being_removed)
+    assert group.procs() == []
+    group.kill_all()  # returns, raises nothing
+
+    def other_failure(path: Path) -> str:
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(cgroups, "_read", other_failure)
+    try:
+        group.procs()
+    except OSError as exc:
+        assert exc.errno == errno.EIO
+    else:
+        raise AssertionError("an I/O error reading cgroup.procs was swallowed")
