@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
@@ -110,23 +112,59 @@ def admit(key: ApiKey) -> None:
         )
 
 
+# Each server thread keeps one Redis pub/sub connection for the runs it waits on, one after another: a
+# connection per wait cost a TCP connect and its handshake (~1 ms) on every `wait: true` request.
+_thread_pubsub = threading.local()
+
+
+def _pubsub() -> Any:
+    pubsub = getattr(_thread_pubsub, "pubsub", None)
+    if pubsub is None:
+        pubsub = _thread_pubsub.pubsub = cx_redis.client().pubsub()  # type: ignore[no-untyped-call]
+    return pubsub
+
+
+def _drop_pubsub() -> None:
+    """Close this thread's connection (after an error: the next wait starts on a new one)."""
+    pubsub = getattr(_thread_pubsub, "pubsub", None)
+    _thread_pubsub.pubsub = None
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:
+            log.debug("closing a pub/sub connection failed", exc_info=True)
+
+
 class RunWaiter:
     """Subscribed to a run's completion message from its creation on, so no later completion is missed
-    (a context manager: the subscription ends with the block)."""
+    (a context manager: the subscription ends with the block; its connection stays with the thread)."""
 
     def __init__(self, run_id: str) -> None:
-        self.pubsub = cx_redis.client().pubsub()  # type: ignore[no-untyped-call]
+        self.channel = cx_redis.DONE_CHANNEL.format(run_id=run_id)
+        reused = getattr(_thread_pubsub, "pubsub", None) is not None
         try:
-            self.pubsub.subscribe(cx_redis.DONE_CHANNEL.format(run_id=run_id))
+            self._subscribe()
+        except redis.RedisError:
+            if not reused:
+                raise
+            self._subscribe()  # the thread's connection died with an earlier Redis: once on a new one
+
+    def _subscribe(self) -> None:
+        self.pubsub = _pubsub()
+        try:
+            self.pubsub.subscribe(self.channel)
         except BaseException:
-            self.pubsub.close()
+            _drop_pubsub()
             raise
 
     def __enter__(self) -> RunWaiter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.pubsub.close()
+        try:
+            self.pubsub.unsubscribe(self.channel)
+        except Exception:
+            _drop_pubsub()
 
     def wait(self, run: Run, max_wait_s: float, fresh: bool = False) -> Run:
         """Block until the run is terminal or `max_wait_s` passed; the row is reread when the worker's
@@ -140,13 +178,30 @@ class RunWaiter:
             remaining = deadline - time.monotonic()
             if run.is_terminal or remaining <= 0:
                 return run
-            message = self.pubsub.get_message(timeout=min(remaining, 5.0))
+            try:
+                message = self.pubsub.get_message(timeout=min(remaining, 5.0))
+            except redis.RedisError:
+                # A connection that was already dead when reused, or Redis restarted meanwhile: subscribe
+                # on a new one (or fail, if Redis is down), then reread the row for what was missed.
+                _drop_pubsub()
+                self._subscribe()
+                stale = True
+                continue
+            except BaseException:
+                _drop_pubsub()
+                raise
             if message is None:
                 stale = True
-            elif message.get("type") == "subscribe":
-                stale = False  # the subscription's own confirmation says nothing about the run
+            elif message.get("type") != "message" or _text(message.get("channel")) != self.channel:
+                # Confirmations, and what an earlier wait of this thread left (its unsubscribe, a message
+                # that crossed it), say nothing about this run.
+                stale = False
             else:  # the worker's message: the saved result itself, or only a wake-up to reread the row
                 stale = not cx_redis.apply_done_payload(run, message.get("data"))
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def wait_for_terminal(run: Run, max_wait_s: float) -> Run:

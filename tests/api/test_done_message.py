@@ -66,3 +66,17 @@ def test_a_message_applies_only_to_its_own_run_and_whole() -> None:
     assert not cx_redis.apply_done_payload(run, partial)
     assert not cx_redis.apply_done_payload(run, b"{not json")
     assert run.status == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_waits_on_one_redis_connection_run_after_run(alice, ready_worker) -> None:
+    from runs import services
+
+    first, _ = _post_counting_run_reads(alice, code="print(1)")
+    connection_used = services._thread_pubsub.pubsub.connection
+    second, _ = _post_counting_run_reads(alice, code="print(2)")
+    assert (first["stdout"], second["stdout"]) == ("1\n", "2\n")
+    assert services._thread_pubsub.pubsub.connection is connection_used
+    # Only the runs being waited on are subscribed: none once the requests answered.
+    services._thread_pubsub.pubsub.get_message(timeout=0.5)  # reads the last unsubscribe's confirmation
+    assert not services._thread_pubsub.pubsub.channels

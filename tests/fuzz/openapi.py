@@ -41,7 +41,8 @@ KNOWN_IDS: dict[str, list[str]] = {"run": [], "file": []}
 # exists, a date range in order), by operation and the error's `param`.
 WORDED_RULES = {
     "POST /v1/runs": re.compile(
-        r"args(\[\d+\])?|env(\..*)?|sources(\[\d+\]\.path)?|files(\[\d+\]\.path)?|metadata|Idempotency-Key"
+        r"args(\[\d+\])?|env(\..*)?|sources(\[\d+\]\.path)?|files(\[\d+\]\.path)?|metadata|Idempotency-Key",
+        re.DOTALL,  # an environment name the fuzzer made may hold a newline: `env.A\nB` is still env's rule
     ),
     "POST /v1/files": re.compile(r"Idempotency-Key"),
     "GET /v1/runs": re.compile(r"after"),

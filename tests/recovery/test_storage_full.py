@@ -44,7 +44,7 @@ def test_a_full_store_ends_the_run_with_a_storage_error_and_keeps_nothing(health
     status, ok = stack.post_run(
         "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/ok.txt', 'w').write('ok\\n')\n", wait=True
     )
-    assert (status, ok["status"]) == (200, "succeeded"), ok
+    assert (status, ok.get("status")) == (200, "succeeded"), (status, ok)
     assert [a["filename"] for a in ok["artifacts"]] == ["ok.txt"]
     assert _artifact_rows(stack, ok["id"]) == 1
     assert len(_stored_files(stack)) == 1
