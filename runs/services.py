@@ -161,6 +161,8 @@ class RunWaiter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if getattr(_thread_pubsub, "pubsub", None) is not self.pubsub:
+            return  # dropped after an error: unsubscribing would only open a connection again
         try:
             self.pubsub.unsubscribe(self.channel)
         except Exception:
