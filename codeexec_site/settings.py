@@ -92,6 +92,8 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL (postgres://...)")
+# Django's PostgreSQL backend, with a health check that needs no round trip on a quiet connection.
+DATABASES["default"]["ENGINE"] = "codeexec_site.db"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [

@@ -261,26 +261,53 @@ class Run(models.Model):
             == 1
         )
 
+    # What finish() writes from a result, besides the times; a completion message carries exactly these
+    # (runs/redis.py done_payload), so a waiting request can answer without reading the row again.
+    RESULT_FIELDS = (
+        "status",
+        "exit_code",
+        "signal",
+        "stdout",
+        "stderr",
+        "stdout_truncated",
+        "stderr_truncated",
+        "wall_ms",
+        "cpu_ms",
+        "memory_peak_bytes",
+        "output_bytes",
+        "artifact_bytes",
+        "error_code",
+        "error_message",
+        "runtime_version",
+    )
+
+    @staticmethod
+    def result_fields(result: RunResult) -> dict[str, Any]:
+        values = (
+            result.status.value,
+            result.exit_code,
+            result.signal,
+            result.stdout,
+            result.stderr,
+            result.stdout_truncated,
+            result.stderr_truncated,
+            result.usage.wall_ms,
+            result.usage.cpu_ms,
+            result.usage.memory_peak_bytes,
+            result.usage.output_bytes,
+            result.usage.artifact_bytes,
+            result.error.code.value if result.error else None,
+            result.error.message if result.error else None,
+            result.runtime_version or "",
+        )
+        return dict(zip(Run.RESULT_FIELDS, values, strict=True))
+
     def finish(self, result: RunResult, worker_id: str, save_artifacts: Any = None) -> bool:
         """running -> terminal with the result, in one guarded update (and the artifacts, atomically)."""
         fields: dict[str, Any] = {
-            "status": result.status.value,
             "completed_at": timezone.now(),
             "lease_expires_at": None,
-            "exit_code": result.exit_code,
-            "signal": result.signal,
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "stdout_truncated": result.stdout_truncated,
-            "stderr_truncated": result.stderr_truncated,
-            "wall_ms": result.usage.wall_ms,
-            "cpu_ms": result.usage.cpu_ms,
-            "memory_peak_bytes": result.usage.memory_peak_bytes,
-            "output_bytes": result.usage.output_bytes,
-            "artifact_bytes": result.usage.artifact_bytes,
-            "error_code": result.error.code.value if result.error else None,
-            "error_message": result.error.message if result.error else None,
-            "runtime_version": result.runtime_version or "",
+            **Run.result_fields(result),
         }
         if save_artifacts is None:  # one statement: atomic without a transaction block's two round trips
             if Run.objects.filter(self._this_attempt(worker_id)).update(**fields) != 1:

@@ -35,24 +35,6 @@ def client() -> redis.Redis:
 
 # A completion message carries the result only while it is this small (output beyond it is reread).
 DONE_PAYLOAD_MAX_CHARS = 64 * 1024
-# What a finished run's row holds beyond what its creating request already has (runs/models.py finish()).
-DONE_FIELDS = (
-    "status",
-    "exit_code",
-    "signal",
-    "stdout",
-    "stderr",
-    "stdout_truncated",
-    "stderr_truncated",
-    "wall_ms",
-    "cpu_ms",
-    "memory_peak_bytes",
-    "output_bytes",
-    "artifact_bytes",
-    "error_code",
-    "error_message",
-    "runtime_version",
-)
 DONE_TIMES = ("started_at", "completed_at")
 
 
@@ -61,7 +43,9 @@ def done_payload(run: Any, artifacts: int) -> str | None:
     (their signed links need their rows): the waiting request then rereads the row."""
     if artifacts or len(run.stdout) + len(run.stderr) > DONE_PAYLOAD_MAX_CHARS:
         return None
-    fields = {name: getattr(run, name) for name in DONE_FIELDS}
+    from .models import Run
+
+    fields = {name: getattr(run, name) for name in Run.RESULT_FIELDS}
     fields.update({name: getattr(run, name).isoformat() for name in DONE_TIMES if getattr(run, name) is not None})
     return json.dumps({"id": run.public_id, "attempts": run.attempts, "run": fields})
 
@@ -70,18 +54,20 @@ def apply_done_payload(run: Any, message: Any) -> bool:
     """Set on `run` the result a completion message carries; False when it carries none (or another run's)."""
     from datetime import datetime
 
+    from .models import Run
+
     data = message.decode() if isinstance(message, bytes) else message
     if not isinstance(data, str) or not data.startswith("{"):
         return False
     try:
         payload = json.loads(data)
         fields = payload["run"]
-        if payload["id"] != run.public_id or not set(DONE_FIELDS) <= fields.keys():
+        if payload["id"] != run.public_id or not set(Run.RESULT_FIELDS) <= fields.keys():
             return False
         times = {name: datetime.fromisoformat(fields[name]) for name in DONE_TIMES if fields.get(name)}
     except (ValueError, KeyError, TypeError):
         return False
-    for name in DONE_FIELDS:
+    for name in Run.RESULT_FIELDS:
         setattr(run, name, fields[name])
     for name, value in times.items():
         setattr(run, name, value)

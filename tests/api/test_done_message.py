@@ -59,7 +59,7 @@ def test_results_the_message_does_not_carry_are_reread(alice, ready_worker, code
 
 def test_a_message_applies_only_to_its_own_run_and_whole() -> None:
     run = Run(public_id="run_a", status="running", stdout="", stderr="")
-    other = json.dumps({"id": "run_b", "attempts": 1, "run": dict.fromkeys(cx_redis.DONE_FIELDS)})
+    other = json.dumps({"id": "run_b", "attempts": 1, "run": dict.fromkeys(Run.RESULT_FIELDS)})
     assert not cx_redis.apply_done_payload(run, other.encode())
     assert not cx_redis.apply_done_payload(run, b"done")
     partial = json.dumps({"id": "run_a", "attempts": 1, "run": {"status": "succeeded"}})

@@ -5,6 +5,7 @@ the pool refills, survives a dead entry, and close() leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -48,16 +49,25 @@ def _finish(backend: Any) -> None:
     assert leftovers == [], leftovers
 
 
+@contextlib.contextmanager
+def _fresh_pool(name: str, parent: str, size: int) -> Iterator[tuple[Any, Path]]:
+    """A backend of its own, on its own work directory, with its pool started; it must leave nothing."""
+    root = Path(tempfile.mkdtemp(prefix=f"{parent}-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        backend = _new_backend(name, root, parent, size)
+        backend.check()
+        backend.start_pool()
+        yield backend, root
+        _finish(backend)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def pooled(request: pytest.FixtureRequest) -> Iterator[Any]:
-    root = Path(tempfile.mkdtemp(prefix="codeexec-pool-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    backend = _new_backend(request.param, root, "codeexec-pool", POOL)
-    backend.check()
-    backend.start_pool()
-    yield backend
-    _finish(backend)
-    shutil.rmtree(root, ignore_errors=True)
+    with _fresh_pool(request.param, "codeexec-pool", POOL) as (backend, _root):
+        yield backend
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
@@ -238,60 +248,51 @@ def test_a_run_on_a_warm_sandbox_can_be_cancelled(pooled: Any, where: str) -> No
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_close_leaves_no_sandbox_directory_mount_group_or_container(name: str) -> None:
-    root = Path(tempfile.mkdtemp(prefix="codeexec-pool-close-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    backend = _new_backend(name, root, "codeexec-pool-close", 1)
-    backend.start_pool()
-    _wait(lambda: all(len(backend._pool.get(n, [])) == 1 for n in INTERPRETED), "the pool")
-    entries = [e for pool in backend._pool.values() for e in pool]
-    dirs_before = sorted(os.listdir(root / "w" / "runs"))
-    assert len(dirs_before) == 4 and all(d.startswith("warm-") for d in dirs_before)
-    assert sorted(e.name for e in entries) == dirs_before
-    assert backend.leftovers() == []  # the pool's own sandboxes are not leftovers of runs
-    if name == "docker":
-        running = backend._own_containers()
-        assert sorted(c.name for c in running) == [f"codeexec-{d}-run" for d in dirs_before]
-        assert all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in running)
-    backend.close()
-    assert os.listdir(root / "w" / "runs") == []
-    assert backend.leftovers() == []
-    if name == "docker":
-        assert backend._own_containers() == []
-    else:
-        assert backend.cgroups.existing_groups() == []
-        for entry in entries:
-            pid = entry.proc.pid
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    _finish(backend)
-    shutil.rmtree(root, ignore_errors=True)
+    with _fresh_pool(name, "codeexec-pool-close", 1) as (backend, root):
+        _wait(lambda: all(len(backend._pool.get(n, [])) == 1 for n in INTERPRETED), "the pool")
+        entries = [e for pool in backend._pool.values() for e in pool]
+        dirs_before = sorted(os.listdir(root / "w" / "runs"))
+        assert len(dirs_before) == 4 and all(d.startswith("warm-") for d in dirs_before)
+        assert sorted(e.name for e in entries) == dirs_before
+        assert backend.leftovers() == []  # the pool's own sandboxes are not leftovers of runs
+        if name == "docker":
+            running = backend._own_containers()
+            assert sorted(c.name for c in running) == [f"codeexec-{d}-run" for d in dirs_before]
+            assert all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in running)
+        backend.close()
+        assert os.listdir(root / "w" / "runs") == []
+        assert backend.leftovers() == []
+        if name == "docker":
+            assert backend._own_containers() == []
+        else:
+            assert backend.cgroups.existing_groups() == []
+            for entry in entries:
+                pid = entry.proc.pid
+                assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_the_janitor_removes_what_a_dead_workers_pool_left(name: str) -> None:
-    root = Path(tempfile.mkdtemp(prefix="codeexec-pool-janitor-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    backend = _new_backend(name, root, "codeexec-pool-janitor", 1)
-    backend.start_pool()
-    # The pool's thread must not prune them first: the janitor meets them as a crashed worker left them.
-    with backend._pool_cond:
-        assert backend.wait_for_pool(90)  # holds the lock again when it returns
-        entries = [e for pool in backend._pool.values() for e in pool]
-        for entry in entries:  # what the worker's death does to them: their directory locks are released
-            os.close(entry.ws.lock_fd)
-            entry.ws.lock_fd = None
-        janitor = get_backend(name, backend.config)  # another process's backend on the same work dir
-        removed = set(janitor.cleanup_orphans())
-        kind, of = ("container", "codeexec-{}-run") if name == "docker" else ("cgroup", "{}.run")
-        for entry in entries:
-            assert {f"dir:{entry.name}", f"{kind}:{of.format(entry.name)}"} <= removed, removed
-        assert os.listdir(root / "w" / "runs") == []
-        if name == "docker":
-            assert janitor._own_containers() == []
-    _wait(lambda: backend.wait_for_pool(1) and not set(backend._pool_names()) & {e.name for e in entries}, "a new pool")
-    result = backend.run(RunSpec(language="python", code="print('after the janitor')"))
-    assert result.status == Status.SUCCEEDED and backend.warm_used == 1
-    _finish(backend)
-    shutil.rmtree(root, ignore_errors=True)
+    with _fresh_pool(name, "codeexec-pool-janitor", 1) as (backend, root):
+        # The pool's thread must not prune them first: the janitor meets them as a crashed worker left them.
+        with backend._pool_cond:
+            assert backend.wait_for_pool(90)  # holds the lock again when it returns
+            entries = [e for pool in backend._pool.values() for e in pool]
+            for entry in entries:  # what the worker's death does to them: their directory locks are released
+                os.close(entry.ws.lock_fd)
+                entry.ws.lock_fd = None
+            janitor = get_backend(name, backend.config)  # another process's backend on the same work dir
+            removed = set(janitor.cleanup_orphans())
+            kind, of = ("container", "codeexec-{}-run") if name == "docker" else ("cgroup", "{}.run")
+            for entry in entries:
+                assert {f"dir:{entry.name}", f"{kind}:{of.format(entry.name)}"} <= removed, removed
+            assert os.listdir(root / "w" / "runs") == []
+            if name == "docker":
+                assert janitor._own_containers() == []
+        new_pool = lambda: backend.wait_for_pool(1) and not set(backend._pool_names()) & {e.name for e in entries}  # noqa: E731
+        _wait(new_pool, "a new pool")
+        result = backend.run(RunSpec(language="python", code="print('after the janitor')"))
+        assert result.status == Status.SUCCEEDED and backend.warm_used == 1
 
 
 # ---- a compiled run's own step, started while it compiles ---------------------------------------------
