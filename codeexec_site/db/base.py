@@ -18,10 +18,11 @@ from django.db.backends.postgresql import base
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
-        if self.connection is not None and self.health_check_enabled and not self.health_check_done:
-            if self._quiet():
-                self.health_check_done = True
-                return
+        enabled: bool = self.health_check_enabled  # type: ignore[attr-defined]  # Django's, not in its stubs
+        done: bool = self.health_check_done  # type: ignore[has-type]
+        if self.connection is not None and enabled and not done and self._quiet():
+            self.health_check_done = True
+            return
         super().close_if_health_check_failed()
 
     def _quiet(self) -> bool:
