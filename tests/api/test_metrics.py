@@ -270,3 +270,49 @@ def test_it_never_fails_a_request_or_a_run_when_redis_is_down(alice, anonymous, 
     samples = scrape(anonymous)  # what can be read (database gauges) still is
     assert value(samples, "codeexec_metrics_store_up") == 0
     assert ("codeexec_queue_depth", frozenset()) in samples
+
+
+# ---- the count and the completion message in one round trip --------------------------------------------
+
+
+def _subscribed(channel: str) -> Any:
+    from runs import redis as cx_redis
+
+    pubsub = cx_redis.client().pubsub()
+    pubsub.subscribe(channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    return pubsub
+
+
+@pytest.mark.django_db
+def test_the_completion_message_goes_out_with_the_count(alice, anonymous, make_run) -> None:
+    run = make_run(alice.key, status="succeeded", wall_ms=80)
+    channel, message = f"codeexec:test-done:{uuid.uuid4().hex}", "the result"
+    pubsub = _subscribed(channel)
+    before = scrape(anonymous)
+    assert metrics.run_finished(run, publish=(channel, message)) is True
+    received = pubsub.get_message(timeout=5)
+    after = scrape(anonymous)  # the pipeline wrote the count before it published
+    pubsub.close()
+    assert received is not None and received["data"] == message.encode()
+    assert delta(before, after, "codeexec_runs_total", status="succeeded", language="python") == 1
+    # Reported again: counted once, and the message still goes out.
+    pubsub = _subscribed(channel)
+    assert metrics.run_finished(run, publish=(channel, message)) is True
+    assert pubsub.get_message(timeout=2)["data"] == message.encode()
+    assert delta(after, scrape(anonymous), "codeexec_runs_total", status="succeeded", language="python") == 0
+    pubsub.close()
+
+
+@pytest.mark.django_db
+def test_a_run_is_announced_when_the_metrics_store_is_down(alice, make_run, metrics_redis_down) -> None:
+    from runs import redis as cx_redis
+
+    run = make_run(alice.key, status="queued", code="print('announced')")
+    pubsub = _subscribed(cx_redis.DONE_CHANNEL.format(run_id=run.public_id))
+    assert metrics.run_finished(run, publish=("codeexec:unused", "x")) is False  # not terminal: not sent
+    execute_run.fn(run.public_id)
+    received = pubsub.get_message(timeout=5)
+    pubsub.close()
+    assert received is not None and received["type"] == "message"
+    assert b"announced" in received["data"]  # the saved result travels with it, through the other client
