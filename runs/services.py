@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -50,22 +52,21 @@ def create_run(key: ApiKey, data: dict[str, Any], stream: bool = False, public_i
             if ref["path"].casefold() in seen:
                 raise APIError(f"Duplicate input path '{ref['path']}'.", param=f"files[{i}].path")
             seen.add(ref["path"].casefold())
-    with transaction.atomic():
-        admit(key)
-        run = Run.objects.create(
-            **({"public_id": public_id} if public_id else {}),
-            owner=key,
-            language=data["language"],
-            code=data["code"],
-            stdin=data.get("stdin", ""),
-            args=data.get("args", []),
-            env=data.get("env", {}),
-            sources=[{"path": s["path"], "content": s["content"]} for s in data.get("sources") or []],
-            input_files=[{"file_id": r["file_id"], "path": r["path"]} for r in refs],
-            limits=data["limits"].as_dict(),
-            metadata=data.get("metadata", {}),
-        )
-        transaction.on_commit(lambda: enqueue_run(run.public_id, stream=stream))
+    run = Run(
+        **({"public_id": public_id} if public_id else {}),
+        owner=key,
+        language=data["language"],
+        code=data["code"],
+        stdin=data.get("stdin", ""),
+        args=data.get("args", []),
+        env=data.get("env", {}),
+        sources=[{"path": s["path"], "content": s["content"]} for s in data.get("sources") or []],
+        input_files=[{"file_id": r["file_id"], "path": r["path"]} for r in refs],
+        limits=data["limits"].as_dict(),
+        metadata=data.get("metadata", {}),
+    )
+    insert_if_admitted(key, run)
+    transaction.on_commit(lambda: enqueue_run(run.public_id, stream=stream))  # now, unless in an atomic block
     logs.bind(run_id=run.public_id)  # the rest of the request's log lines name the run
     return run
 
@@ -84,26 +85,49 @@ def enqueue_run(run_id: str, stream: bool = False) -> bool:
     return True
 
 
-# Table and column names from the models' metadata; every value is a parameter.
-ACTIVE_STATUSES = (Run.StatusChoices.QUEUED.value, Run.StatusChoices.RUNNING.value)
-_LOCK_KEY_SQL = f'SELECT 1 FROM "{ApiKey._meta.db_table}" WHERE id = %s FOR UPDATE'  # noqa: S608
-_COUNT_ACTIVE_SQL = (
-    "SELECT count(*) FILTER (WHERE owner_id = %s), count(*) FILTER (WHERE status = %s) "  # noqa: S608
-    f'FROM "{Run._meta.db_table}" WHERE status IN (%s, %s)'
-)
+@functools.cache
+def _admit_and_insert() -> tuple[str, tuple[Any, ...]]:
+    """The SQL of insert_if_admitted, built once from the models' metadata, and the run fields it inserts."""
+    quote = connection.ops.quote_name
+    runs, keys = quote(Run._meta.db_table), quote(ApiKey._meta.db_table)
+    fields = tuple(field for field in Run._meta.concrete_fields if not field.primary_key)
+    columns = ", ".join(quote(field.column) for field in fields)
+    # Each value cast to its column's type (without a length, so an over-long value fails, not truncates):
+    # in INSERT ... SELECT a NULL or a plain literal would otherwise be text.
+    values = ", ".join(f"%s::{re.sub(r'[(].*[)]', '', str(field.db_type(connection)))}" for field in fields)
+    sql = (
+        f"SELECT 1 FROM {keys} WHERE id = %s FOR UPDATE; "  # noqa: S608
+        "WITH counts AS (SELECT count(*) FILTER (WHERE owner_id = %s) AS active, "
+        f"count(*) FILTER (WHERE status = %s) AS queued FROM {runs} WHERE status IN (%s, %s)), "
+        f"created AS (INSERT INTO {runs} ({columns}) SELECT {values} FROM counts "
+        "WHERE counts.active < %s AND counts.queued < %s RETURNING id) "
+        "SELECT counts.active, counts.queued, (SELECT id FROM created) FROM counts"
+    )
+    return sql, fields
 
 
-def admit(key: ApiKey) -> None:
-    """Per-key concurrency cap and global queue cap; call inside the transaction that creates the run.
+def insert_if_admitted(key: ApiKey, run: Run) -> None:
+    """Insert `run` if the key's concurrency cap and the global queue cap allow it, else raise 429 / 503.
 
-    Locking the key's row serialises run creation per key, so two requests cannot both pass the cap.
-    Plain SQL: the ORM's building of these two statements cost about 0.8 ms of CPU on every run.
+    One round trip: two statements in one query string, which PostgreSQL runs as one transaction. The
+    first locks the key's row, so run creation is serialised per key and two requests cannot both pass
+    the cap; the second is a statement of its own, so its snapshot, taken after the lock, sees the runs
+    committed meanwhile; it counts and inserts only below both caps. (Through the ORM this was BEGIN, the
+    lock, the count, the INSERT and COMMIT: five round trips and about 1.5 ms of CPU on every run.)
     """
+    sql, fields = _admit_and_insert()
+    values = [field.get_db_prep_save(field.pre_save(run, True), connection) for field in fields]
+    queued, running = Run.StatusChoices.QUEUED.value, Run.StatusChoices.RUNNING.value
+    params = [key.pk, key.pk, queued, queued, running, *values, key.max_concurrent_runs, settings.MAX_QUEUED_RUNS]
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_KEY_SQL, [key.pk])
-        # Counted after the lock (a statement of its own sees the runs committed meanwhile), both in one.
-        cursor.execute(_COUNT_ACTIVE_SQL, [key.pk, Run.StatusChoices.QUEUED.value, *ACTIVE_STATUSES])
-        active, queued = cursor.fetchone()
+        cursor.execute(sql, params)
+        cursor.nextset()
+        active, _queued, pk = cursor.fetchone()
+    if pk is not None:
+        run.pk = pk
+        run._state.adding = False
+        run._state.db = connection.alias
+        return
     if active >= key.max_concurrent_runs:
         raise APIError(
             f"This key already has {active} runs queued or running (its limit is {key.max_concurrent_runs}).",
@@ -111,13 +135,12 @@ def admit(key: ApiKey) -> None:
             code="concurrency_limit_exceeded",
             headers={"Retry-After": "1"},
         )
-    if queued >= settings.MAX_QUEUED_RUNS:
-        raise APIError(
-            "The server has too many queued runs; retry later.",
-            503,
-            code="server_overloaded",
-            headers={"Retry-After": "5"},
-        )
+    raise APIError(
+        "The server has too many queued runs; retry later.",
+        503,
+        code="server_overloaded",
+        headers={"Retry-After": "5"},
+    )
 
 
 # Each server thread keeps one Redis pub/sub connection for the runs it waits on, one after another: a

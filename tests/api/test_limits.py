@@ -3,9 +3,11 @@ the global queue cap, and the per-address limit for missing or bad keys (behind 
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import os
 import subprocess
+import threading
 import time
 import types
 import urllib.error
@@ -17,6 +19,7 @@ import django_ratelimit.core
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
@@ -264,6 +267,34 @@ def test_it_counts_concurrency_per_key(make_run, bob) -> None:
         carol.post_run(code="print(1)", wait=False), 429, "rate_limit_error", code="concurrency_limit_exceeded"
     )
     assert bob.post_run(code="print(1)", wait=False).status_code == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_at_the_same_moment_never_pass_the_concurrency_cap(no_worker) -> None:
+    """Admission and the insert are one round trip (runs.services.insert_if_admitted); the key's row lock
+    still serialises them, so of many requests released together exactly the cap is admitted."""
+    carol = make_tenant("carol", max_concurrent_runs=3)
+    requests = 12
+    start = threading.Barrier(requests)
+
+    def post(_: int) -> int:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {carol.token}")
+        start.wait()
+        try:
+            response = client.post("/v1/runs", {"language": "python", "code": "print(1)", "wait": False}, format="json")
+            if response.status_code == 429:
+                assert response.json()["error"]["code"] == "concurrency_limit_exceeded"
+            return response.status_code
+        finally:
+            connection.close()  # this thread's own connection
+
+    with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+        codes = list(pool.map(post, range(requests)))
+    assert sorted(codes) == [202] * 3 + [429] * (requests - 3), codes
+    runs = Run.objects.filter(owner=carol.key)
+    assert runs.count() == 3
+    assert all(run.status == "queued" and run.limits and run.created_at for run in runs)
 
 
 @pytest.mark.django_db
