@@ -228,6 +228,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    # The default hook first, then the response headers the middleware and the error handler add.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "runs.schema.document_response_headers",
+    ],
 }
 
 # ---- observability -------------------------------------------------------------------------------

@@ -24,3 +24,83 @@ class StrictSerializerScheme(OpenApiSerializerExtension):  # type: ignore[no-unt
     def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
         schema: dict[str, Any] = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         return {**schema, "additionalProperties": False}
+
+
+# ---- response headers ---------------------------------------------------------------------------------
+# drf-spectacular documents bodies, not the headers the middleware and the error handler add to answers;
+# `document_response_headers` adds them to every operation (they are defined once, in components/headers).
+
+REQUEST_ID = "x-request-id"
+LIMIT = "x-ratelimit-limit-requests"
+REMAINING = "x-ratelimit-remaining-requests"
+RETRY_AFTER = "Retry-After"
+
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    # runs.middleware.RequestIdMiddleware is the outermost middleware: every answer passes through it.
+    "RequestId": {
+        "description": "The request's id (the client's `X-Request-Id` when it is 1-128 characters of "
+        "`A-Za-z0-9._-`, else `req_` and 32 hex digits), also in every log line of the request.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+    },
+    # runs.middleware.RateLimitHeadersMiddleware, once runs.ratelimit.KeyTokenBucketThrottle took a token:
+    # not on answers given before that (no or a bad key, a body over the size limit, an outage).
+    "RateLimitLimitRequests": {
+        "description": "The key's token bucket size (`burst`): how many requests it may send at once.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimitRemainingRequests": {
+        "description": "Tokens left in the key's bucket after this request (refilled at the key's `rps`).",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    # Every 429 (the key's rate, the key's concurrent runs, the per-address limit of requests without a
+    # valid key) carries Retry-After: runs.errors.api_exception_handler and runs.services.insert_if_admitted.
+    "RetryAfterRateLimited": {
+        "description": "Seconds to wait before retrying (`rate_limit_exceeded`, `concurrency_limit_exceeded`).",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    # A 503 `no_worker_available` (GET /v1/runtimes) has none; `server_overloaded`, `database_unavailable`
+    # and `broker_unavailable` do.
+    "RetryAfterUnavailable": {
+        "description": "Seconds to wait before retrying, sent with `server_overloaded`, `database_unavailable` "
+        "and `broker_unavailable` (not with `no_worker_available`).",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _ref(component: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{component}"}
+
+
+def requires_key(operation: dict[str, Any], default_security: list[dict[str, Any]]) -> bool:
+    """Every alternative of the operation's security names a scheme: it cannot be called without a key
+    (a signed download link, `[{"bearerAuth": []}, {}]`, can)."""
+    security = operation.get("security", default_security)
+    return bool(security) and all(security)
+
+
+def document_response_headers(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """POSTPROCESSING_HOOKS: the response headers every operation really answers with."""
+    result.setdefault("components", {}).setdefault("headers", {}).update(RESPONSE_HEADERS)
+    default_security = result.get("security", [])
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue  # a path item's `parameters`, `summary`, ...
+            keyed = requires_key(operation, default_security)
+            for status, response in operation["responses"].items():
+                headers = response.setdefault("headers", {})
+                headers[REQUEST_ID] = _ref("RequestId")
+                if keyed and status != "401":  # a 401 is answered before the key's bucket is touched
+                    headers[LIMIT] = _ref("RateLimitLimitRequests")
+                    headers[REMAINING] = _ref("RateLimitRemainingRequests")
+                if status == "429":
+                    headers[RETRY_AFTER] = _ref("RetryAfterRateLimited")
+                elif status == "503":
+                    headers[RETRY_AFTER] = _ref("RetryAfterUnavailable")
+    return result

@@ -502,7 +502,7 @@ def _argv(
     return build_bwrap_argv(
         bwrap="/usr/bin/bwrap",
         ws=ws,
-        static_dir=tmp_path / "static",
+        etc_dir=tmp_path / "static" / f"etc-{language}-0123456789abcdef",
         lang=lang,
         argv=["/usr/bin/prlimit", "--", *lang.run, "arg1"],
         env=env if env is not None else {**lang.env, "USER_VAR": "v"},
@@ -617,13 +617,41 @@ def test_it_binds_the_prebuilt_font_list_read_only_for_python(tmp_path: Path) ->
 
 def test_it_binds_no_etc_file_beyond_the_allowed_few(tmp_path: Path) -> None:
     binds = _binds(_argv(tmp_path))
-    etc_dests = {dest for _, _, dest in binds if dest.startswith("/etc")}
-    assert "/etc" not in etc_dests
-    for secret in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/environment"):
-        assert not any(_is_same_or_below(secret, d) for d in etc_dests), secret
-    for _, src, dest in binds:
-        if dest in ("/etc/passwd", "/etc/group", "/etc/hosts"):
-            assert src.startswith(str(tmp_path / "static")), (src, dest)  # synthetic, not the host's
+    etc = [(src, dest) for _, src, dest in binds if _is_same_or_below(dest, "/etc")]
+    # One bind of the prepared tree (build_etc_tree), never the host's /etc or a file of it.
+    assert etc == [(str(tmp_path / "static" / "etc-python-0123456789abcdef"), "/etc")], etc
+
+
+@pytest.mark.parametrize("language", ["python", "php", "node"])
+def test_the_etc_tree_holds_the_synthetic_files_and_the_allowed_host_entries_only(
+    tmp_path: Path, language: str
+) -> None:
+    from sandbox.backends.bwrap import COMMON_ETC, SYNTHETIC_ETC, build_etc_tree
+
+    static = tmp_path / "static"
+    (static / "etc").mkdir(parents=True)
+    for name, content in SYNTHETIC_ETC.items():
+        (static / "etc" / name).write_text(content)
+    lang = get_language(language)
+    tree = build_etc_tree(static, lang)
+    top = {p.name for p in tree.iterdir()}
+    allowed = set(SYNTHETIC_ETC) | {name.split("/")[0] for name in (*COMMON_ETC, *lang.etc)}
+    assert top <= allowed, top - allowed
+    assert set(SYNTHETIC_ETC) <= top
+    assert (tree / "passwd").read_text() == SYNTHETIC_ETC["passwd"]  # synthetic, not the host's
+    for secret in ("shadow", "gshadow", "sudoers", "ssh", "environment", "machine-id"):
+        assert not (tree / secret).exists(), secret
+    for name in (*COMMON_ETC, *lang.etc):  # the host's entries that exist, with the host's content
+        host = Path("/etc") / name
+        if host.is_file():
+            assert (tree / name).read_bytes() == host.read_bytes(), name
+    assert all(oct(p.stat().st_mode)[-3:] == "755" for p in [tree, *[d for d in tree.rglob("*") if d.is_dir()]])
+    # Made once: the same contents give the same tree, which is reused as it is.
+    assert build_etc_tree(static, lang) == tree
+    (static / "etc" / "hosts").write_text("127.0.0.1 localhost other\n")
+    changed = build_etc_tree(static, lang)
+    assert changed != tree and (changed / "hosts").read_text().endswith("other\n")
+    assert (tree / "hosts").read_text() == SYNTHETIC_ETC["hosts"]  # the old tree, as mounted sandboxes see it
 
 
 # ---- seccomp policy -------------------------------------------------------------------------------------
