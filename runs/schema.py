@@ -62,12 +62,12 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
-    # A 503 `no_worker_available` (GET /v1/runtimes) has none; `server_overloaded`, `database_unavailable`
-    # and `broker_unavailable` do.
+    # Every 503 carries it too: `server_overloaded`, `database_unavailable`, `broker_unavailable` and
+    # `no_worker_available` (runs.services, runs.unavailable, runs.views).
     "RetryAfterUnavailable": {
-        "description": "Seconds to wait before retrying, sent with `server_overloaded`, `database_unavailable` "
-        "and `broker_unavailable` (not with `no_worker_available`).",
-        "required": False,
+        "description": "Seconds to wait before retrying (`server_overloaded`, `database_unavailable`, "
+        "`broker_unavailable`, `no_worker_available`).",
+        "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
 }

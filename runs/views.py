@@ -291,7 +291,10 @@ class RuntimesViewSet(viewsets.ViewSet):
                 break
         if not versions:
             raise APIError(
-                "No sandbox worker is available to report runtime versions.", 503, code="no_worker_available"
+                "No sandbox worker is available to report runtime versions.",
+                503,
+                code="no_worker_available",
+                headers={"Retry-After": "5"},
             )
         data = [
             {

@@ -118,7 +118,9 @@ def test_it_reports_the_versions_that_really_run(alice, ready_worker) -> None:
 
 @pytest.mark.django_db
 def test_it_answers_503_for_runtimes_without_a_worker(alice, no_worker) -> None:
-    assert_error(alice.client.get("/v1/runtimes"), 503, "server_error", code="no_worker_available")
+    response = alice.client.get("/v1/runtimes")
+    assert_error(response, 503, "server_error", code="no_worker_available")
+    assert int(response["Retry-After"]) >= 1
 
 
 @pytest.mark.django_db
