@@ -3,6 +3,7 @@ line and one latency observation per request, and 413 before reading an oversize
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -52,6 +53,7 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["x-request-id"] = request_id
         seconds = time.perf_counter() - started
+        streamed = isinstance(response, StreamingHttpResponse)
         if (
             isinstance(response, StreamingHttpResponse)
             and not isinstance(response, FileResponse)
@@ -60,9 +62,22 @@ class RequestIdMiddleware:
             # What the stream's generator logs, while gunicorn iterates it, belongs to this request too.
             # (Downloads keep their file object, which gunicorn may hand to sendfile.)
             response.streaming_content = _in_context(logs.current(), response.streaming_content)
+        account = functools.partial(self._account, request, response.status_code, seconds)
+        if streamed:
+            account()  # when the stream starts, as its duration says
+        else:
+            # Once the answer is sent: the WSGI server closes the response after writing it, so the Redis
+            # round trip of the metrics and the log line are not part of the client's wait.
+            fields = logs.current()
+            response._resource_closers.append(lambda: _in_fields(fields, account))  # type: ignore[attr-defined]
+        return response
+
+    @staticmethod
+    def _account(request: HttpRequest, status: int, seconds: float) -> None:
+        """The request's metrics and its log line."""
         try:
             route = route_name(request)
-            metrics.observe_request(request.method or "", route, response.status_code, seconds)
+            metrics.observe_request(request.method or "", route, status, seconds)
         except Exception:  # bookkeeping never fails a request
             route = "unknown"
             log.warning("could not record the request's metrics", exc_info=True)
@@ -71,16 +86,15 @@ class RequestIdMiddleware:
             "%s %s %s",
             request.method,
             request.path,
-            response.status_code,
+            status,
             extra={
                 "method": request.method,
                 "path": request.path,
                 "route": route,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round(seconds * 1000, 3),
             },
         )
-        return response
 
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: dict[str, Any]
@@ -103,6 +117,11 @@ def route_name(request: HttpRequest) -> str:
     if match.url_name:
         return match.view_name
     return match.route or "unmatched"
+
+
+def _in_fields(fields: dict[str, str], action: Callable[[], None]) -> None:
+    with logs.bound(**fields):
+        action()
 
 
 def _in_context(fields: dict[str, str], chunks: Iterable[bytes]) -> Iterator[bytes]:
