@@ -7,12 +7,16 @@ lease expired. An attempt that finds its lease taken over kills its sandbox and 
 
 from __future__ import annotations
 
+import atexit
 import codecs
+import functools
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -233,7 +237,9 @@ def _execute_run(run_id: str, stream: bool) -> None:
     watch.start()
     if run.attempts > 1:
         _clear_previous_attempt(run_id)
-    artifacts_dir = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{run_id}-"))
+    # Made only if the run has artifacts (the sandbox creates it for its first one): most runs have none,
+    # and a directory made and removed per run cost an inode allocation on the host's filesystem.
+    artifacts_dir = _artifacts_root() / f"{run_id}-{uuid.uuid4().hex[:12]}"
     saved = False  # the result is saved and `run` holds it
     done: str | None = None  # the completion message's copy of the saved result
     try:
@@ -284,6 +290,15 @@ def _execute_run(run_id: str, stream: bool) -> None:
         except Exception:
             log.warning("could not publish completion of %s", run_id, exc_info=True)
         shutil.rmtree(artifacts_dir, ignore_errors=True)  # the result is saved: after the announcement
+
+
+@functools.cache
+def _artifacts_root() -> Path:
+    """This worker process's private directory (0700) for the artifacts of its runs, each in a directory
+    of its own, removed once the run's result is saved; the whole is removed when the process exits."""
+    root = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{os.getpid()}-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def _clear_previous_attempt(run_id: str) -> None:

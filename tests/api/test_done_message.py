@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from runs import redis as cx_redis
 from runs.models import Run
+from tests.api import wait_for
 from tests.api.conftest import SMALL_LIMITS
 
 RUN_TABLE = Run._meta.db_table
@@ -80,3 +81,18 @@ def test_a_thread_waits_on_one_redis_connection_run_after_run(alice, ready_worke
     # Only the runs being waited on are subscribed: none once the requests answered.
     services._thread_pubsub.pubsub.get_message(timeout=0.5)  # reads the last unsubscribe's confirmation
     assert not services._thread_pubsub.pubsub.channels
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_keeps_no_artifacts_directory_of_a_finished_run(alice, ready_worker) -> None:
+    from runs.tasks import _artifacts_root
+
+    root = _artifacts_root()
+    assert oct(root.stat().st_mode)[-3:] == "700"
+    for code in ("print('no artifacts')\n", FILES):
+        answered, _ = _post_counting_run_reads(alice, code=code)
+        assert answered["status"] == "succeeded", answered
+    # The run with a file had its copy there until its result was saved (its artifact is in storage).
+    assert [a["path"] for a in answered["artifacts"]] == ["outputs/a.txt"]
+    # Removed right after the completion is announced, so perhaps a moment after the answer.
+    wait_for(lambda: list(root.iterdir()) == [], timeout_s=10, what="the artifacts directories to be removed")
