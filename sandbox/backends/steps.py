@@ -11,7 +11,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -56,7 +55,6 @@ COMPILE_PIDS = 256
 # Room for build products (a compiled program), in a tmpfs of its own beside /work.
 BUILD_MB = 256
 MAX_INPUT_FILES = 100
-CLEANUP_QUIET_S = float(os.environ.get("CX_CLEANUP_QUIET", "0.008"))
 # Inodes of the /work tmpfs: enough for real programs, bounded so a file-creation loop hits a wall.
 WORK_NR_INODES = 16384
 
@@ -94,7 +92,7 @@ class StepBackend(Backend):
         self.build_cache = BuildCache(self.workdir / "buildcache", config.build_cache_mb * MIB, BUILD_MB * MIB)
         # Teardown that need not delay a result (every process of the run is dead by then): removing its
         # cgroup and unmounting its tmpfs happen on this thread; leftovers() and the janitor wait for it.
-        self._cleanups: queue.Queue[tuple[float, Callable[[], object]]] = queue.Queue()
+        self._cleanups: queue.Queue[Callable[[], object]] = queue.Queue()
         self._cleanup_thread: threading.Thread | None = None
         self._cleanup_lock = threading.Lock()
 
@@ -176,15 +174,12 @@ class StepBackend(Backend):
             if self._cleanup_thread is None or not self._cleanup_thread.is_alive():
                 self._cleanup_thread = threading.Thread(target=self._run_cleanups, name="cx-cleanup", daemon=True)
                 self._cleanup_thread.start()
-        self._cleanups.put((time.monotonic(), cleanup))
+        self._cleanups.put(cleanup)
 
     def _run_cleanups(self) -> None:
         while True:
-            queued_at, cleanup = self._cleanups.get()
+            cleanup = self._cleanups.get()
             try:
-                wait = queued_at + CLEANUP_QUIET_S - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
                 cleanup()
             except Exception:
                 log.exception("sandbox cleanup failed (the janitor retries it)")
