@@ -8,6 +8,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from psycopg import IsolationLevel
 
 from sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
 
@@ -264,3 +265,11 @@ RUN_REQUEUE_GRACE_SECONDS = env_int("RUN_REQUEUE_GRACE_SECONDS", 60, minimum=1)
 JANITOR_INTERVAL_SECONDS = env_int("JANITOR_INTERVAL_SECONDS", 30, minimum=0)
 # A database that does not answer fails requests fast (503 database_unavailable) instead of hanging.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+# Creating a run sends two statements in one query (runs.services.insert_if_admitted): that needs Django's
+# default client-side binding, and READ COMMITTED so the second statement's snapshot follows the first's lock.
+_db_options = DATABASES["default"]["OPTIONS"]
+_read_committed = (None, IsolationLevel.READ_COMMITTED)
+if _db_options.get("server_side_binding") or _db_options.get("isolation_level") not in _read_committed:
+    raise ImproperlyConfigured(
+        "DATABASES OPTIONS: server_side_binding must be off and isolation_level READ COMMITTED (the default)"
+    )

@@ -7,9 +7,8 @@ lease expired. An attempt that finds its lease taken over kills its sandbox and 
 
 from __future__ import annotations
 
-import atexit
 import codecs
-import functools
+import fcntl
 import logging
 import os
 import shutil
@@ -292,13 +291,43 @@ def _execute_run(run_id: str, stream: bool) -> None:
         shutil.rmtree(artifacts_dir, ignore_errors=True)  # the result is saved: after the announcement
 
 
-@functools.cache
+_artifacts_lock = threading.Lock()
+_artifacts_roots: dict[Path, Path] = {}  # the sandbox work dir -> this process's directory in it
+
+
 def _artifacts_root() -> Path:
-    """This worker process's private directory (0700) for the artifacts of its runs, each in a directory
-    of its own, removed once the run's result is saved; the whole is removed when the process exits."""
-    root = Path(tempfile.mkdtemp(prefix=f"cx-artifacts-{os.getpid()}-"))
-    atexit.register(shutil.rmtree, root, True)
-    return root
+    """This worker process's directory (0700) for the artifacts of its runs, each in a directory of its
+    own removed once the run's result is saved. It lies in the sandbox work dir (root's, not world
+    writable like /tmp, and no temp cleaner ages it) and holds a lock for the process's life: the first
+    run of a later process removes the directories of processes that are gone."""
+    base = Path(get_sandbox().config.workdir) / "artifacts"
+    with _artifacts_lock:
+        root = _artifacts_roots.get(base)
+        if root is not None and root.is_dir():
+            return root
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+        _remove_dead_artifacts_roots(base)
+        root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
+        lock_fd = os.open(root / ".lock", os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # kept open: released only when the process is gone
+        _artifacts_roots[base] = root
+        return root
+
+
+def _remove_dead_artifacts_roots(base: Path) -> None:
+    for root in base.iterdir():
+        try:
+            fd = os.open(root / ".lock", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # being made (its lock comes next), or not ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(root, ignore_errors=True)  # its process is gone: nothing in it is in use
+        except BlockingIOError:
+            pass  # its process is alive
+        finally:
+            os.close(fd)
 
 
 def _clear_previous_attempt(run_id: str) -> None:

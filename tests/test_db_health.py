@@ -59,6 +59,20 @@ def test_a_quiet_connection_is_reused_without_a_round_trip(real_checks: list[boo
     assert real_checks == []
 
 
+def test_a_connection_not_checked_for_a_while_gets_the_real_check(
+    real_checks: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that answers only what is sent to it (a failover, a dropped NAT entry) shows nothing on an
+    idle socket: past RECENT_S since its last check, a connection gets SELECT 1 whatever its socket says."""
+    from codeexec_site.db import base
+
+    pid = _backend_pid()
+    monkeypatch.setattr(base, "RECENT_S", 0.0)
+    _next_request()
+    assert _backend_pid() == pid
+    assert real_checks == [True]
+
+
 def test_a_connection_the_server_ended_is_replaced_before_a_query_fails(real_checks: list[bool]) -> None:
     pid = _backend_pid()
     with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -633,7 +634,11 @@ def test_the_etc_tree_holds_the_synthetic_files_and_the_allowed_host_entries_onl
     for name, content in SYNTHETIC_ETC.items():
         (static / "etc" / name).write_text(content)
     lang = get_language(language)
-    tree = build_etc_tree(static, lang)
+    umask = os.umask(0o077)  # a worker started with a strict umask still gives the sandbox a readable /etc
+    try:
+        tree = build_etc_tree(static, lang)
+    finally:
+        os.umask(umask)
     top = {p.name for p in tree.iterdir()}
     allowed = set(SYNTHETIC_ETC) | {name.split("/")[0] for name in (*COMMON_ETC, *lang.etc)}
     assert top <= allowed, top - allowed

@@ -62,3 +62,12 @@ def test_it_rejects_malformed_values() -> None:
 def test_it_has_development_defaults_only_with_debug() -> None:
     proc = load_settings({"DEBUG": "1"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_it_refuses_database_options_that_run_creation_cannot_work_with() -> None:
+    """Creating a run sends two statements in one query, under READ COMMITTED (runs.services)."""
+    for query in ("server_side_binding=true", "isolation_level=3"):
+        proc = load_settings({**PROD, "DATABASE_URL": f"postgres://u@127.0.0.1:5432/db?{query}"})
+        assert proc.returncode != 0, query
+        assert "ImproperlyConfigured" in proc.stderr and "server_side_binding" in proc.stderr, proc.stderr
+    assert load_settings({**PROD, "DATABASE_URL": "postgres://u@127.0.0.1:5432/db?sslmode=prefer"}).returncode == 0

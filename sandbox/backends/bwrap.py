@@ -21,6 +21,7 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -336,13 +337,14 @@ def build_etc_tree(static_dir: Path, lang: Language) -> Path:
     tree = static_dir / f"etc-{lang.name}-{digest.hexdigest()[:16]}"
     if tree.is_dir():
         return tree
-    tmp = static_dir / f".{tree.name}.tmp{os.getpid()}.{threading.get_native_id()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A fresh name of its own (worker containers sharing the work dir may have the same pids and tids).
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}.", dir=static_dir))
     try:
-        tmp.mkdir(mode=0o755)
         for src, name in sources:
             dest = tmp / name
-            dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for parent in reversed(dest.relative_to(tmp).parents[:-1]):  # e.g. ssl/: 0755 whatever the umask
+                (tmp / parent).mkdir(exist_ok=True)
+                os.chmod(tmp / parent, 0o755)
             if src.is_dir():
                 shutil.copytree(src, dest, symlinks=True)
             else:

@@ -5,6 +5,7 @@ travel as a bare wake-up and are reread."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,14 +86,38 @@ def test_a_thread_waits_on_one_redis_connection_run_after_run(alice, ready_worke
 
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_keeps_no_artifacts_directory_of_a_finished_run(alice, ready_worker) -> None:
+    from runs.sandbox import get_sandbox
     from runs.tasks import _artifacts_root
 
     root = _artifacts_root()
-    assert oct(root.stat().st_mode)[-3:] == "700"
+    # In the sandbox work dir (root's), not in a world-writable /tmp; private to this process.
+    assert root.parent == Path(get_sandbox().config.workdir) / "artifacts"
+    assert oct(root.stat().st_mode)[-3:] == "700" and oct(root.parent.stat().st_mode)[-3:] == "700"
     for code in ("print('no artifacts')\n", FILES):
         answered, _ = _post_counting_run_reads(alice, code=code)
         assert answered["status"] == "succeeded", answered
     # The run with a file had its copy there until its result was saved (its artifact is in storage).
     assert [a["path"] for a in answered["artifacts"]] == ["outputs/a.txt"]
     # Removed right after the completion is announced, so perhaps a moment after the answer.
-    wait_for(lambda: list(root.iterdir()) == [], timeout_s=10, what="the artifacts directories to be removed")
+    left = lambda: [p.name for p in root.iterdir() if p.name != ".lock"]  # noqa: E731
+    wait_for(lambda: left() == [], timeout_s=10, what="the artifacts directories to be removed")
+
+
+def test_artifacts_directories_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from runs.tasks import _remove_dead_artifacts_roots
+
+    base = tmp_path / "artifacts"
+    dead, alive, unlocked = base / "111-dead", base / "222-alive", base / "333-being-made"
+    for root in (dead, alive, unlocked):
+        (root / "run_x").mkdir(parents=True)
+    (dead / ".lock").touch()  # its process exited: nobody holds the lock
+    held = os.open(alive / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another live process's
+    try:
+        _remove_dead_artifacts_roots(base)
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in base.iterdir()) == ["222-alive", "333-being-made"]
