@@ -28,6 +28,7 @@ from django.db import InterfaceError, OperationalError
 from codeexec_site import logs
 from files.models import File
 from sandbox import ErrorCode, InputFile, InvalidSpec, Limits, RunError, RunResult, RunSpec, SourceFile, Status, Usage
+from sandbox.workspace import stale_run_dirs
 
 from . import metrics
 from . import redis as cx_redis
@@ -307,27 +308,16 @@ def _artifacts_root() -> Path:
             return root
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(base, 0o700)
-        _remove_dead_artifacts_roots(base)
+        for stale in stale_run_dirs(base):  # the same lock protocol as a run's directory
+            shutil.rmtree(stale, ignore_errors=True)
         root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
-        lock_fd = os.open(root / ".lock", os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # Taken under another name and renamed: a sweep never sees `lock` unlocked while we are alive.
+        pending = root / ".lock"
+        lock_fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)  # kept open: released only when the process is gone
+        os.rename(pending, root / "lock")
         _artifacts_roots[base] = root
         return root
-
-
-def _remove_dead_artifacts_roots(base: Path) -> None:
-    for root in base.iterdir():
-        try:
-            fd = os.open(root / ".lock", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue  # being made (its lock comes next), or not ours
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(root, ignore_errors=True)  # its process is gone: nothing in it is in use
-        except BlockingIOError:
-            pass  # its process is alive
-        finally:
-            os.close(fd)
 
 
 def _clear_previous_attempt(run_id: str) -> None:

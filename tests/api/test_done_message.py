@@ -5,6 +5,7 @@ travel as a bare wake-up and are reread."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 from typing import Any
 
@@ -99,25 +100,30 @@ def test_the_worker_keeps_no_artifacts_directory_of_a_finished_run(alice, ready_
     # The run with a file had its copy there until its result was saved (its artifact is in storage).
     assert [a["path"] for a in answered["artifacts"]] == ["outputs/a.txt"]
     # Removed right after the completion is announced, so perhaps a moment after the answer.
-    left = lambda: [p.name for p in root.iterdir() if p.name != ".lock"]  # noqa: E731
+    left = lambda: [p.name for p in root.iterdir() if p.name != "lock"]  # noqa: E731
     wait_for(lambda: left() == [], timeout_s=10, what="the artifacts directories to be removed")
 
 
-def test_artifacts_directories_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+def test_artifacts_directories_of_processes_that_are_gone_are_removed(tmp_path: Path, monkeypatch) -> None:
     import fcntl
     import os
 
-    from runs.tasks import _remove_dead_artifacts_roots
+    from runs import tasks
 
     base = tmp_path / "artifacts"
     dead, alive, unlocked = base / "111-dead", base / "222-alive", base / "333-being-made"
     for root in (dead, alive, unlocked):
         (root / "run_x").mkdir(parents=True)
-    (dead / ".lock").touch()  # its process exited: nobody holds the lock
-    held = os.open(alive / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    (dead / "lock").touch()  # its process exited: nobody holds the lock
+    held = os.open(alive / "lock", os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(held, fcntl.LOCK_EX)  # another live process's
+    monkeypatch.setattr(
+        tasks, "get_sandbox", lambda: types.SimpleNamespace(config=types.SimpleNamespace(workdir=tmp_path))
+    )
+    monkeypatch.setattr(tasks, "_artifacts_roots", {})
     try:
-        _remove_dead_artifacts_roots(base)
+        mine = tasks._artifacts_root()
     finally:
         os.close(held)
-    assert sorted(p.name for p in base.iterdir()) == ["222-alive", "333-being-made"]
+    assert sorted(p.name for p in base.iterdir()) == sorted(["222-alive", "333-being-made", mine.name])
+    assert sorted(p.name for p in mine.iterdir()) == ["lock"]
