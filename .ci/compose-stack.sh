@@ -4,6 +4,7 @@
 # images from scripts/build-images.sh. Published ports are dropped from the merged file, since Docker
 # refuses them with the host network and Compose merges port lists instead of replacing them.
 #   .ci/compose-stack.sh up     start it and print the variables the tests read
+#   .ci/compose-stack.sh logs   its warnings and errors, then the last lines (after a failed test)
 #   .ci/compose-stack.sh down   remove it
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +38,18 @@ case "${1:-}" in
     scripts/compose.sh up >&2
     echo "export CODEEXEC_COMPOSE_URL=http://127.0.0.1:$PORT CODEEXEC_COMPOSE_KEY=$CODEEXEC_COMPOSE_KEY"
     ;;
+  logs)
+    # Bounded in time: a wedged engine must not hang CI's report of the failure.
+    timeout 60 scripts/compose.sh logs --no-color --tail=2000 web worker </dev/null >/tmp/codeexec-ci-compose-tail.log 2>&1 || true
+    echo "== compose stack: warnings and errors (last 80) =="
+    grep -E '"level": ?"(WARNING|ERROR|CRITICAL)"|Traceback|Error' /tmp/codeexec-ci-compose-tail.log | tail -80 || true
+    echo "== compose stack: last 40 lines =="
+    tail -40 /tmp/codeexec-ci-compose-tail.log
+    ;;
   down)
     scripts/compose.sh logs --no-color --tail=100 >/tmp/codeexec-ci-compose.log 2>&1 </dev/null &
     sleep 1; kill $! 2>/dev/null || true
     scripts/compose.sh down -v --remove-orphans >&2
     ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|logs|down" >&2; exit 2 ;;
 esac

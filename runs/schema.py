@@ -70,6 +70,14 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
+    # A 409 `idempotency_request_in_progress` carries it (runs.idempotency); the operation's other 409s
+    # (`idempotency_key_reused`: retrying cannot help) do not.
+    "RetryAfterInProgress": {
+        "description": "On `idempotency_request_in_progress`: seconds to wait before retrying with the same "
+        "Idempotency-Key.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
 }
 
 
@@ -82,6 +90,13 @@ def requires_key(operation: dict[str, Any], default_security: list[dict[str, Any
     (a signed download link, `[{"bearerAuth": []}, {}]`, can)."""
     security = operation.get("security", default_security)
     return bool(security) and all(security)
+
+
+def takes_idempotency_key(operation: dict[str, Any]) -> bool:
+    return any(
+        p.get("in") == "header" and str(p.get("name", "")).lower() == "idempotency-key"
+        for p in operation.get("parameters", [])
+    )
 
 
 def document_response_headers(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
@@ -103,4 +118,6 @@ def document_response_headers(result: dict[str, Any], generator: Any, **kwargs: 
                     headers[RETRY_AFTER] = _ref("RetryAfterRateLimited")
                 elif status == "503":
                     headers[RETRY_AFTER] = _ref("RetryAfterUnavailable")
+                elif status == "409" and takes_idempotency_key(operation):
+                    headers[RETRY_AFTER] = _ref("RetryAfterInProgress")
     return result

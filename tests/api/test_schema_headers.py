@@ -3,6 +3,7 @@ that really carry them."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ import jsonschema
 import pytest
 
 from runs import redis as cx_redis
+from runs.idempotency import Idempotency, fingerprint
 from tests.api import assert_error, test_runtimes_health
 from tests.api.conftest import make_tenant
 
@@ -124,16 +126,19 @@ def test_every_429_and_503_documents_retry_after(schema) -> None:
     for label, operation in _operations(schema):
         for status, response in operation["responses"].items():
             headers = _headers(schema, response)
-            if status in ("429", "503"):
+            idempotent = any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", []))
+            if status in ("429", "503") or (status == "409" and idempotent):
                 seen.add(status)
                 assert RETRY_AFTER.lower() in headers, f"{label} {status}"
                 header = headers[RETRY_AFTER.lower()]
                 _documented_header(header)
                 assert header["schema"]["type"] == "integer"
-                assert header["required"] is True, label  # every 429 and 503 the service gives carries it
+                # Every 429 and 503 the service gives carries it; a 409 only when the same request is
+                # still in progress (not when the key was used with another body).
+                assert header["required"] is (status != "409"), label
             else:
                 assert RETRY_AFTER.lower() not in headers, f"{label} {status}"
-    assert seen == {"429", "503"}
+    assert seen == {"409", "429", "503"}
 
 
 # ---- the schema against real answers ----------------------------------------------------------------
@@ -164,6 +169,24 @@ def test_real_answers_carry_the_documented_headers(schema) -> None:
     assert int(refused["x-ratelimit-limit-requests"]) == 2
     assert int(refused["x-ratelimit-remaining-requests"]) == 0
     _assert_conforms(schema, "/v1/runs", "post", refused)
+
+
+@pytest.mark.django_db
+def test_a_request_still_in_progress_is_told_when_to_retry(schema, alice) -> None:
+    body = {"language": "python", "code": "print(1)", "wait": False}
+    key = "schema-in-progress"
+    Idempotency(
+        f"codeexec:idem:{alice.key.pk}:runs:{hashlib.sha256(key.encode()).hexdigest()}", fingerprint(body)
+    ).begin()
+    in_progress = alice.client.post("/v1/runs", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert_error(in_progress, 409, "invalid_request_error", code="idempotency_request_in_progress")
+    assert int(in_progress[RETRY_AFTER]) >= 1
+    _assert_conforms(schema, "/v1/runs", "post", in_progress)
+
+    reused = alice.client.post("/v1/runs", {**body, "code": "print(2)"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert_error(reused, 409, "invalid_request_error", code="idempotency_key_reused")
+    assert not reused.has_header(RETRY_AFTER)  # retrying cannot help
+    _assert_conforms(schema, "/v1/runs", "post", reused)
 
 
 @pytest.mark.django_db
