@@ -147,7 +147,11 @@ def resend_lost_messages(report: JanitorReport, now: datetime) -> None:
         if Run.objects.filter(pk=pk, status=Run.StatusChoices.QUEUED, queued_at__lt=cutoff).update(queued_at=now):
             log.warning("janitor: run %s was queued with no live message; sent again", public_id)
             report.resent.append(public_id)
-            enqueue_run(public_id)
+            # It never started, so it has written no events: send it streamed, since a client may be
+            # reading its event stream (whether it was asked for one is not stored). Unread, its
+            # events expire with the stream. A re-queued lost run (above) is not: its first attempt
+            # may have streamed output that a second one would repeat to the same reader.
+            enqueue_run(public_id, stream=True)
 
 
 def live_message_run_ids() -> set[str] | None:

@@ -167,6 +167,9 @@ def test_it_resends_a_queued_run_whose_message_was_lost(alice: ApiKey, broker: d
     report = run_janitor(sandbox=False)
     assert report.resent == [run.public_id]
     assert live_message_run_ids() == {run.public_id}
+    # Sent streamed: a client may be reading its event stream, and no earlier attempt wrote to it.
+    [raw] = broker.client.hvals(f"{broker.namespace}:{execute_run.queue_name}.msgs")
+    assert dramatiq.Message.decode(raw).kwargs == {"stream": True}
     run.refresh_from_db()
     assert run.status == "queued" and timezone.now() - run.queued_at < timedelta(seconds=5)
 
