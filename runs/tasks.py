@@ -28,6 +28,7 @@ from django.db import InterfaceError, OperationalError
 from codeexec_site import logs
 from files.models import File
 from sandbox import ErrorCode, InputFile, InvalidSpec, Limits, RunError, RunResult, RunSpec, SourceFile, Status, Usage
+from sandbox.outcome import without_nul
 from sandbox.workspace import stale_run_dirs
 
 from . import metrics
@@ -194,13 +195,13 @@ class _EventWriter:
             log.warning("run %s: could not stream its %s event; streaming stops", self.run_id, kind, exc_info=True)
 
     def output(self, stream: str, data: bytes) -> None:
-        text = self.decoders[stream].decode(data)
+        text = without_nul(self.decoders[stream].decode(data))
         if text:
             self.emit("output", {"stream": stream, "data": text})
 
     def flush(self) -> None:
         for stream, decoder in self.decoders.items():
-            text = decoder.decode(b"", final=True)
+            text = without_nul(decoder.decode(b"", final=True))
             if text:
                 self.emit("output", {"stream": stream, "data": text})
 

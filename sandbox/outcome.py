@@ -63,7 +63,7 @@ def classify(outcome: StepOutcome, usage: StepUsage, phase: str) -> RunResult:
         result.status = Status.ERROR
         result.error = RunError(
             ErrorCode.SANDBOX_ERROR,
-            f"the sandbox could not start: {outcome.stderr.decode(errors='replace').strip()[:500]}",
+            f"the sandbox could not start: {text(outcome.stderr).strip()[:500]}",
         )
     elif code == 0:
         result.status = Status.SUCCEEDED
@@ -93,4 +93,10 @@ def text(data: bytes, truncated: bool = False) -> str:
                 break
             if len(data) >= back and (data[-back] & 0xC0) != 0x80:
                 break
-    return data.decode("utf-8", "replace")
+    return without_nul(data.decode("utf-8", "replace"))
+
+
+def without_nul(value: str) -> str:
+    """U+0000 as U+FFFD, as invalid bytes are: a run's text is stored where NUL cannot be (PostgreSQL
+    text), and a program that prints one must not lose its output for it."""
+    return value.replace("\x00", "\ufffd")

@@ -128,6 +128,23 @@ def test_it_reports_a_storage_error_when_an_input_file_vanished(alice) -> None:
 # ---- a separate `manage.py rundramatiq` process ---------------------------------------------------
 
 
+def test_a_program_printing_nul_characters_succeeds_with_them_replaced(alice) -> None:
+    """PostgreSQL text cannot hold U+0000: a program that prints it still succeeds, its output kept
+    (each NUL as U+FFFD, as invalid bytes are), on both streams and in the stream's events."""
+    code = "import sys\nsys.stdout.write('a\\0b\\n')\nsys.stderr.write('\\0\\0err\\n')\n"
+    run_id = alice.post_run(code=code, wait=False).json()["id"]
+    execute_run.fn(run_id, stream=True)
+    run = alice.get_run(run_id)
+    assert run["status"] == "succeeded", run
+    assert run["stdout"] == "a\ufffdb\n"
+    assert run["stderr"] == "\ufffd\ufffderr\n"
+    streamed = {"stdout": "", "stderr": ""}
+    for _, fields in cx_redis.read_events(run_id, "0", None):
+        if fields.get("kind") == "output":
+            streamed[fields["stream"]] += fields["data"]
+    assert streamed == {"stdout": run["stdout"], "stderr": run["stderr"]}
+
+
 def _ancestors(pid: int) -> list[int]:
     chain = []
     while pid > 1:
