@@ -23,8 +23,22 @@ DEBUG = env_bool("DEBUG", False)
 # Development defaults exist only with DEBUG=1; in production every secret must be given.
 _DEV = DEBUG
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-production" if _DEV else None)
-SIGNING_KEY = env_str("SIGNING_KEY", "dev-insecure-signing-key" if _DEV else None)
+# A secret shorter than this (an empty one above all: every signed link could be forged) is refused.
+MIN_SECRET_CHARS = 32
+
+
+def _secret(name: str, dev_default: str) -> str:
+    value = env_str(name, dev_default if _DEV else None)
+    if not DEBUG and len(value.strip()) < MIN_SECRET_CHARS:
+        raise ImproperlyConfigured(
+            f"{name} must be at least {MIN_SECRET_CHARS} characters when DEBUG=0 (got {len(value.strip())}); "
+            "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(36))'"
+        )
+    return value
+
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-production")
+SIGNING_KEY = _secret("SIGNING_KEY", "dev-insecure-signing-key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if _DEV else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG=0")

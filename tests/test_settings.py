@@ -45,6 +45,17 @@ def test_it_requires_secrets_when_debug_is_off() -> None:
         assert name in proc.stderr, proc.stderr
 
 
+def test_it_refuses_empty_or_short_secrets_when_debug_is_off() -> None:
+    for name in ("DJANGO_SECRET_KEY", "SIGNING_KEY"):
+        for value in ("", "   ", "k" * 31):
+            proc = load_settings({**PROD, name: value})
+            assert proc.returncode != 0, (name, value)
+            assert "ImproperlyConfigured" in proc.stderr and name in proc.stderr, proc.stderr
+        assert load_settings({**PROD, name: "k" * 32}).returncode == 0
+    # Development keeps its defaults and takes what it is given.
+    assert load_settings({"DEBUG": "1", "SIGNING_KEY": "short"}).returncode == 0
+
+
 def test_it_rejects_malformed_values() -> None:
     for name, value in [
         ("DEBUG", "maybe"),
