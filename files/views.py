@@ -22,7 +22,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from runs.auth import request_key
+from runs.auth import limit_unauthenticated, request_key
 from runs.errors import APIError, not_found
 from runs.idempotency import Idempotency
 from runs.models import ApiKey
@@ -215,6 +215,7 @@ class FileViewSet(viewsets.ViewSet):
                 else "The link's signature is not valid."
             )
             if problem is not None:
+                limit_unauthenticated(request)  # a bad link counts as a bad key would (a 429 once over)
                 raise APIError(problem, 403, code="invalid_signature", param="signature")
             file = File.objects.filter(public_id=public_id).first()
             if file is None:

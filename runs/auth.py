@@ -16,8 +16,8 @@ from .models import ApiKey, hash_token
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
-def _limit_unauthenticated(request: Request) -> None:
-    """Bad or missing keys are limited by client address (guessing keys costs time)."""
+def limit_unauthenticated(request: Request) -> None:
+    """Bad or missing keys, and bad signed links, are limited by client address (guessing costs time)."""
     from django_ratelimit.core import is_ratelimited
 
     from .ratelimit import ratelimit_client_key
@@ -30,6 +30,11 @@ def _limit_unauthenticated(request: Request) -> None:
         increment=True,
     ):
         raise exceptions.Throttled(wait=60, detail="Too many requests without a valid API key from this address.")
+
+
+def _is_signed_download(request: Request) -> bool:
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    return getattr(view, "action", None) == "content" and getattr(view, "basename", None) == "file"
 
 
 def request_key(request: Request) -> ApiKey:
@@ -46,22 +51,23 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKey, str] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
-            # A signed download link is its own authorization (checked by the view), not a key guess.
-            if "signature" not in request.query_params:
-                _limit_unauthenticated(request)
+            # A signed download link is its own authorization, not a key guess: the content view checks
+            # it and counts only a bad one. A `signature` anywhere else is no reason to skip the limit.
+            if not ("signature" in request.query_params and _is_signed_download(request)):
+                limit_unauthenticated(request)
             return None
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            _limit_unauthenticated(request)
+            limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("Malformed Authorization header. Send 'Authorization: Bearer <key>'.")
         try:
             key = ApiKey.objects.get(token_hash=hash_token(token))
         except ApiKey.DoesNotExist:
-            _limit_unauthenticated(request)
+            limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("Incorrect API key provided.") from None
         if not key.is_usable:
-            _limit_unauthenticated(request)
+            limit_unauthenticated(request)
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         logs.bind(key=key.label)  # the label, never the token, in this request's log lines
         now = timezone.now()

@@ -274,3 +274,33 @@ def test_it_does_not_count_signed_downloads_as_bad_key_attempts(alice, settings)
         assert answers == [200] * 5
     finally:
         cache.clear()
+
+
+def test_it_limits_bad_signed_links_per_address(alice, settings) -> None:
+    # Guessing signatures costs time as guessing keys does; a good link is still never counted.
+    settings.UNAUTHENTICATED_RATE = "3/h"
+    settings.TRUSTED_PROXIES = []
+    cache.clear()
+    try:
+        file = alice.upload(b"secret bytes")
+        expires = str(int(time.time()) + 600)
+        for _ in range(3):
+            tampered = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
+            assert_error(tampered, 403, "permission_error", code="invalid_signature")
+        limited = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
+        assert_error(limited, 429, "rate_limit_error", code="rate_limit_exceeded")
+        # `signature` on any other path is no key: it is limited like any request without one.
+        assert_error(APIClient().get("/v1/runs?signature=x"), 429, "rate_limit_error", code="rate_limit_exceeded")
+    finally:
+        cache.clear()
+
+
+def test_a_signature_elsewhere_does_not_skip_the_missing_key_limit(settings) -> None:
+    settings.UNAUTHENTICATED_RATE = "2/h"
+    settings.TRUSTED_PROXIES = []
+    cache.clear()
+    try:
+        answers = [APIClient().get("/v1/runs?signature=abc").status_code for _ in range(3)]
+        assert answers == [401, 401, 429]
+    finally:
+        cache.clear()
