@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -166,6 +167,8 @@ RUNNER_IMAGES = {
 
 def _limits_from_env(prefix: str, base: Limits) -> Limits:
     values = {name: env_int(f"{prefix}{name.upper()}", getattr(base, name), minimum=0) for name in Limits.field_names()}
+    if not os.environ.get(f"{prefix}CPU_MS"):
+        values["cpu_ms"] = values["timeout_ms"]  # SPEC: cpu_ms = timeout_ms unless set on its own
     return Limits(**values)
 
 

@@ -56,6 +56,38 @@ def test_it_refuses_empty_or_short_secrets_when_debug_is_off() -> None:
     assert load_settings({"DEBUG": "1", "SIGNING_KEY": "short"}).returncode == 0
 
 
+SHOW_LIMITS = (
+    "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='codeexec_site.settings'; django.setup(); "
+    "from django.conf import settings as s; "
+    "print(s.LIMITS_DEFAULT.timeout_ms, s.LIMITS_DEFAULT.cpu_ms, s.LIMITS_MAX.timeout_ms, s.LIMITS_MAX.cpu_ms)"
+)
+
+
+def _limits(env: dict[str, str]) -> list[int]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LIMITS_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", SHOW_LIMITS], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [int(x) for x in proc.stdout.split()]
+
+
+def test_cpu_time_follows_the_timeout_unless_set_on_its_own() -> None:
+    assert _limits({}) == [10_000, 10_000, 60_000, 60_000]
+    assert _limits({"LIMITS_DEFAULT_TIMEOUT_MS": "30000", "LIMITS_MAX_TIMEOUT_MS": "120000"}) == [
+        30_000,
+        30_000,
+        120_000,
+        120_000,
+    ]
+    assert _limits({"LIMITS_DEFAULT_TIMEOUT_MS": "30000", "LIMITS_DEFAULT_CPU_MS": "5000"}) == [
+        30_000,
+        5_000,
+        60_000,
+        60_000,
+    ]
+
+
 def test_it_rejects_malformed_values() -> None:
     for name, value in [
         ("DEBUG", "maybe"),
