@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "django_ratelimit",
@@ -67,6 +69,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "runs.middleware.RequestIdMiddleware",
+    # Outside everything that may answer on its own (an outage, a body too large, a limit), so a browser
+    # client can read those answers too; a preflight is answered here, before the database is touched.
+    "corsheaders.middleware.CorsMiddleware",
     "runs.unavailable.DatabaseUnavailableMiddleware",
     "runs.middleware.BodySizeLimitMiddleware",
     "runs.middleware.RateLimitHeadersMiddleware",
@@ -210,6 +215,33 @@ def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 # Addresses of reverse proxies whose X-Forwarded-For is believed (IPs or CIDRs); none by default.
 TRUSTED_PROXIES = _networks(env_str("TRUSTED_PROXIES", ""))
 USE_X_FORWARDED_HOST = False
+
+
+# ---- CORS (django-cors-headers), off unless CORS_ALLOWED_ORIGINS names origins -----------------------
+def _origins(value: str) -> list[str]:
+    origins = [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise ImproperlyConfigured(
+                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], or * for any)"
+            )
+    return origins
+
+
+_CORS_ORIGINS = _origins(env_str("CORS_ALLOWED_ORIGINS", ""))
+CORS_ALLOW_ALL_ORIGINS = "*" in _CORS_ORIGINS
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _CORS_ORIGINS
+CORS_URLS_REGEX = r"^/v1/"  # the API only: never the admin or the playground, which use cookies
+CORS_ALLOW_CREDENTIALS = False  # the API authenticates with a header, not cookies
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = (
+    "x-request-id",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "retry-after",
+    "content-disposition",
+)
+CORS_PREFLIGHT_MAX_AGE = 3600
 
 CACHES = {
     "default": {

@@ -92,6 +92,12 @@ case "${1:-}" in
       "${COMPOSE[@]}" --profile runners build
       rm -rf .build
     fi
+    # Signed links point where the web service is published, unless .env or the caller says otherwise.
+    if [ -z "${PUBLIC_BASE_URL:-}" ] && ! grep -q '^PUBLIC_BASE_URL=' .env; then
+      published=${PUBLISH:-$(sed -n 's/^PUBLISH=//p' .env | tail -1)}
+      published=${published:-127.0.0.1:8080}
+      export PUBLIC_BASE_URL="http://localhost:${published##*:}"
+    fi
     "${COMPOSE[@]}" up -d ${UP_SERVICES:-}
     wait_ready
     url=$READY_URL

@@ -96,6 +96,8 @@ def test_it_rejects_malformed_values() -> None:
         ("LIMITS_MAX_MEMORY_MB", "lots"),
         ("DATABASE_URL", "mysql://x@h/db"),
         ("LIMITS_DEFAULT_TIMEOUT_MS", "90000"),
+        ("CORS_ALLOWED_ORIGINS", "app.example.org"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example.org/path"),
     ]:
         proc = load_settings({**PROD, name: value})
         assert proc.returncode != 0, name
