@@ -201,6 +201,7 @@ class FileViewSet(viewsets.ViewSet):
             ),
             403: OpenApiResponse(ErrorSerializer, description="Signed link tampered, foreign or expired."),
             **ERRORS,
+            500: OpenApiResponse(ErrorSerializer, description="`storage_error`: the content is missing from storage."),
         },
         summary="Download a file's content (with a key, or through a signed link)",
     )

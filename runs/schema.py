@@ -99,14 +99,30 @@ def takes_idempotency_key(operation: dict[str, Any]) -> bool:
     )
 
 
+# runs.unavailable answers any request with this while PostgreSQL or Redis cannot be reached.
+OUTAGE = "`database_unavailable` or `broker_unavailable`: the database or Redis cannot be reached right now."
+
+
+def document_outage(responses: dict[str, Any]) -> None:
+    """Every operation may answer 503 during an outage, besides the 503s of its own."""
+    if "503" in responses:
+        if OUTAGE not in responses["503"].get("description", ""):
+            responses["503"]["description"] = f"{responses['503'].get('description', '')} Or {OUTAGE}".strip()
+        return
+    error = next((r["content"] for status, r in responses.items() if status.startswith("4") and "content" in r), None)
+    if error is not None:  # the error envelope, as the operation's other errors have it
+        responses["503"] = {"description": OUTAGE, "content": error}
+
+
 def document_response_headers(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
-    """POSTPROCESSING_HOOKS: the response headers every operation really answers with."""
+    """POSTPROCESSING_HOOKS: the outage answer and the response headers every operation really answers with."""
     result.setdefault("components", {}).setdefault("headers", {}).update(RESPONSE_HEADERS)
     default_security = result.get("security", [])
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue  # a path item's `parameters`, `summary`, ...
+            document_outage(operation["responses"])
             keyed = requires_key(operation, default_security)
             for status, response in operation["responses"].items():
                 headers = response.setdefault("headers", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from typing import Any
 
 import jsonschema
@@ -141,6 +142,18 @@ def test_every_429_and_503_documents_retry_after(schema) -> None:
     assert seen == {"409", "429", "503"}
 
 
+@pytest.mark.django_db
+def test_every_operation_documents_the_outage_answer(schema) -> None:
+    # runs.unavailable answers any request 503 while PostgreSQL or Redis is down.
+    for label, operation in _operations(schema):
+        outage = operation["responses"].get("503")
+        assert outage is not None, label
+        assert "database_unavailable" in outage["description"], label
+        assert "broker_unavailable" in outage["description"], label
+        body = _resolve(schema, outage["content"]["application/json"]["schema"])
+        assert "error" in body["properties"], label
+
+
 # ---- the schema against real answers ----------------------------------------------------------------
 
 
@@ -174,7 +187,7 @@ def test_real_answers_carry_the_documented_headers(schema) -> None:
 @pytest.mark.django_db
 def test_a_request_still_in_progress_is_told_when_to_retry(schema, alice) -> None:
     body = {"language": "python", "code": "print(1)", "wait": False}
-    key = "schema-in-progress"
+    key = f"schema-in-progress-{uuid.uuid4().hex}"  # Redis outlives the test database: a key of its own
     Idempotency(
         f"codeexec:idem:{alice.key.pk}:runs:{hashlib.sha256(key.encode()).hexdigest()}", fingerprint(body)
     ).begin()
