@@ -46,6 +46,9 @@ WORKER_THREADS ?= 4
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
 run: venv
+	@if [ "$${DEBUG:-1}" = 0 ] && [ "$(origin DATABASE_URL)" = file ]; then \
+	  echo "make run: DATABASE_URL must be set when DEBUG=0 (the local development database is a DEBUG=1 default)" >&2; \
+	  exit 1; fi
 	DEBUG=$${DEBUG:-1} $(PY) manage.py ensuredb
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
 	trap 'kill 0' EXIT INT TERM; \
