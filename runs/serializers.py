@@ -168,7 +168,9 @@ class RunCreateSerializer(StrictSerializer):
     """POST /v1/runs. Unknown fields are rejected, like OpenAI's API does. Strings may not contain U+0000
     or lone surrogates."""
 
-    language = LanguageField(help_text="python | node | ruby | php | go, or an alias (py, js, golang, ...).")
+    language = LanguageField(
+        help_text="python | node | ruby | php | go, or an alias (py, js, golang, ...); any letter case is accepted."
+    )
     code = TextField(
         allow_blank=True, help_text=f"Source of the entry file, at most {settings.MAX_CODE_BYTES} bytes (UTF-8)."
     )
