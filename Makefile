@@ -46,7 +46,8 @@ WORKER_THREADS ?= 4
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
 run: venv
-	@if [ "$${DEBUG:-1}" = 0 ] && [ "$(origin DATABASE_URL)" = file ]; then \
+	@debug=$$(echo "$${DEBUG:-1}" | tr A-Z a-z | tr -d ' '); \
+	if [[ "$$debug" =~ ^(0|false|no|off|)$$ ]] && [ "$(origin DATABASE_URL)" = file ]; then \
 	  echo "make run: DATABASE_URL must be set when DEBUG=0 (the local development database is a DEBUG=1 default)" >&2; \
 	  exit 1; fi
 	DEBUG=$${DEBUG:-1} $(PY) manage.py ensuredb

@@ -47,8 +47,7 @@ case "${1:-}" in
     tail -40 /tmp/codeexec-ci-compose-tail.log
     ;;
   down)
-    scripts/compose.sh logs --no-color --tail=100 >/tmp/codeexec-ci-compose.log 2>&1 </dev/null &
-    sleep 1; kill $! 2>/dev/null || true
+    timeout 30 scripts/compose.sh logs --no-color --tail=100 >/tmp/codeexec-ci-compose.log 2>&1 </dev/null || true
     scripts/compose.sh down -v --remove-orphans >&2
     ;;
   *) echo "usage: $0 up|logs|down" >&2; exit 2 ;;

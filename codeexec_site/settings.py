@@ -219,11 +219,14 @@ USE_X_FORWARDED_HOST = False
 
 # ---- CORS (django-cors-headers), off unless CORS_ALLOWED_ORIGINS names origins -----------------------
 def _origins(value: str) -> list[str]:
-    origins = [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+    """Origins as browsers send them (lower case, no default port), so that each can match one."""
+    origins = [item.strip().rstrip("/").lower() for item in value.split(",") if item.strip()]
     for origin in origins:
-        if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+        match = re.fullmatch(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", origin)
+        if origin != "*" and (match is None or match[3] == {"http": "80", "https": "443"}[match[1]]):
             raise ImproperlyConfigured(
-                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], or * for any)"
+                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin as a browser sends it "
+                "(scheme://host or scheme://host:port without the scheme's default port, or * for any)"
             )
     return origins
 
@@ -231,7 +234,9 @@ def _origins(value: str) -> list[str]:
 _CORS_ORIGINS = _origins(env_str("CORS_ALLOWED_ORIGINS", ""))
 CORS_ALLOW_ALL_ORIGINS = "*" in _CORS_ORIGINS
 CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _CORS_ORIGINS
-CORS_URLS_REGEX = r"^/v1/"  # the API only: never the admin or the playground, which use cookies
+# The API only: never the admin or the playground, which use cookies. Off means off: without origins
+# no path is CORS's, and a preflight is answered as any OPTIONS request is.
+CORS_URLS_REGEX = r"^/v1/" if _CORS_ORIGINS else r"(?!)"
 CORS_ALLOW_CREDENTIALS = False  # the API authenticates with a header, not cookies
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "x-request-id")
 CORS_EXPOSE_HEADERS = (

@@ -22,7 +22,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from runs.auth import limit_unauthenticated, request_key
+from runs.auth import is_signed_link, limit_unauthenticated, request_key
 from runs.errors import APIError, not_found
 from runs.idempotency import Idempotency
 from runs.models import ApiKey
@@ -207,7 +207,7 @@ class FileViewSet(viewsets.ViewSet):
     )
     @action(detail=True, methods=["get"])
     def content(self, request: Request, public_id: str) -> FileResponse:
-        if "signature" in request.query_params or "expires" in request.query_params:
+        if is_signed_link(request):
             given = request.query_params.get("signature", "")
             # A signature is hex; hmac.compare_digest raises TypeError on non-ASCII text.
             problem = (

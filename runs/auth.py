@@ -32,7 +32,12 @@ def limit_unauthenticated(request: Request) -> None:
         raise exceptions.Throttled(wait=60, detail="Too many requests without a valid API key from this address.")
 
 
-def _is_signed_download(request: Request) -> bool:
+def is_signed_link(request: Request) -> bool:
+    """The request presents a signed link (its `signature` or `expires`), which the content view checks."""
+    return "signature" in request.query_params or "expires" in request.query_params
+
+
+def _is_download(request: Request) -> bool:
     view = (getattr(request, "parser_context", None) or {}).get("view")
     return getattr(view, "action", None) == "content" and getattr(view, "basename", None) == "file"
 
@@ -53,7 +58,7 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             # A signed download link is its own authorization, not a key guess: the content view checks
             # it and counts only a bad one. A `signature` anywhere else is no reason to skip the limit.
-            if not ("signature" in request.query_params and _is_signed_download(request)):
+            if not (is_signed_link(request) and _is_download(request)):
                 limit_unauthenticated(request)
             return None
         scheme, _, token = header.partition(" ")

@@ -45,6 +45,11 @@ class Idempotency:
                 param="Idempotency-Key",
                 code="invalid_idempotency_key",
             )
+        return cls.of(key, scope, value, payload)
+
+    @classmethod
+    def of(cls, key: ApiKey, scope: str, value: str, payload: Any) -> Idempotency:
+        """The record of one (API key, endpoint, Idempotency-Key value) for this request body."""
         digest = hashlib.sha256(value.encode()).hexdigest()
         return cls(f"codeexec:idem:{key.pk}:{scope}:{digest}", fingerprint(payload))
 

@@ -133,25 +133,25 @@ def resend_lost_messages(report: JanitorReport, now: datetime) -> None:
     candidates = list(
         Run.objects.filter(status=Run.StatusChoices.QUEUED, queued_at__lt=cutoff)
         .order_by("queued_at")
-        .values_list("pk", "public_id")[:BATCH]
+        .values_list("pk", "public_id", "attempts")[:BATCH]
     )
     if not candidates:
         return
     live = live_message_run_ids()
     if live is None:
         return
-    for pk, public_id in candidates:
+    for pk, public_id, attempts in candidates:
         if public_id in live:
             continue
         # Conditional: skip a run claimed meanwhile; the new queued_at restarts its grace period.
         if Run.objects.filter(pk=pk, status=Run.StatusChoices.QUEUED, queued_at__lt=cutoff).update(queued_at=now):
             log.warning("janitor: run %s was queued with no live message; sent again", public_id)
             report.resent.append(public_id)
-            # It never started, so it has written no events: send it streamed, since a client may be
-            # reading its event stream (whether it was asked for one is not stored). Unread, its
-            # events expire with the stream. A re-queued lost run (above) is not: its first attempt
-            # may have streamed output that a second one would repeat to the same reader.
-            enqueue_run(public_id, stream=True)
+            # A run that never started has written no events: it is sent streamed, since a client may
+            # be reading its event stream (whether it asked for one is not stored); unread, the events
+            # expire with the stream. A run re-queued after a lost worker is not (attempts > 0): its
+            # first attempt may have streamed output that a second one would repeat to the same reader.
+            enqueue_run(public_id, stream=attempts == 0)
 
 
 def live_message_run_ids() -> set[str] | None:

@@ -69,6 +69,7 @@ ensure_shared_mount() {
 wait_ready() {
   local publish url
   publish=${PUBLISH:-$(sed -n 's/^PUBLISH=//p' .env | tail -1)}
+  publish=${publish//[\"\']/}
   publish=${publish:-127.0.0.1:8080}
   url="http://127.0.0.1:${publish##*:}/readyz"
   for _ in $(seq 120); do
@@ -93,8 +94,9 @@ case "${1:-}" in
       rm -rf .build
     fi
     # Signed links point where the web service is published, unless .env or the caller says otherwise.
-    if [ -z "${PUBLIC_BASE_URL:-}" ] && ! grep -q '^PUBLIC_BASE_URL=' .env; then
+    if [ -z "${PUBLIC_BASE_URL:-}" ] && ! grep -q '^PUBLIC_BASE_URL=..*' .env; then
       published=${PUBLISH:-$(sed -n 's/^PUBLISH=//p' .env | tail -1)}
+      published=${published//[\"\']/}
       published=${published:-127.0.0.1:8080}
       export PUBLIC_BASE_URL="http://localhost:${published##*:}"
     fi
@@ -105,7 +107,10 @@ case "${1:-}" in
     [ -n "$key" ] && echo "compose: try  curl -s ${url%/readyz}/v1/runs -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' -d '{\"language\": \"python\", \"code\": \"print(1+1)\"}'"
     ;;
   down) shift; "${COMPOSE[@]}" down "$@" ;;
-  logs) shift; "${COMPOSE[@]}" logs -f --tail=200 "$@" ;;
+  logs)  # `make logs` follows the last lines; given options (CI's failure report) are passed as they are
+    shift
+    if [ $# -eq 0 ]; then set -- -f --tail=200; fi
+    "${COMPOSE[@]}" logs "$@" ;;
   config) shift; "${COMPOSE[@]}" config "$@" ;;
   *) echo "usage: $0 up|down|logs|config" >&2; exit 2 ;;
 esac

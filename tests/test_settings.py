@@ -98,6 +98,9 @@ def test_it_rejects_malformed_values() -> None:
         ("LIMITS_DEFAULT_TIMEOUT_MS", "90000"),
         ("CORS_ALLOWED_ORIGINS", "app.example.org"),
         ("CORS_ALLOWED_ORIGINS", "https://app.example.org/path"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example.org:443"),
+        ("CORS_ALLOWED_ORIGINS", "https://*.example.org"),
+        ("CORS_ALLOWED_ORIGINS", "https://user@app.example.org"),
     ]:
         proc = load_settings({**PROD, name: value})
         assert proc.returncode != 0, name

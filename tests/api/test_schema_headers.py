@@ -3,7 +3,6 @@ that really carry them."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from typing import Any
@@ -12,7 +11,7 @@ import jsonschema
 import pytest
 
 from runs import redis as cx_redis
-from runs.idempotency import Idempotency, fingerprint
+from runs.idempotency import Idempotency
 from tests.api import assert_error, test_runtimes_health
 from tests.api.conftest import make_tenant
 
@@ -185,12 +184,10 @@ def test_real_answers_carry_the_documented_headers(schema) -> None:
 
 
 @pytest.mark.django_db
-def test_a_request_still_in_progress_is_told_when_to_retry(schema, alice) -> None:
+def test_it_tells_a_request_still_in_progress_when_to_retry(schema, alice) -> None:
     body = {"language": "python", "code": "print(1)", "wait": False}
     key = f"schema-in-progress-{uuid.uuid4().hex}"  # Redis outlives the test database: a key of its own
-    Idempotency(
-        f"codeexec:idem:{alice.key.pk}:runs:{hashlib.sha256(key.encode()).hexdigest()}", fingerprint(body)
-    ).begin()
+    Idempotency.of(alice.key, "runs", key, body).begin()  # the first request, still being handled
     in_progress = alice.client.post("/v1/runs", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
     assert_error(in_progress, 409, "invalid_request_error", code="idempotency_request_in_progress")
     assert int(in_progress[RETRY_AFTER]) >= 1

@@ -295,6 +295,19 @@ def test_it_limits_bad_signed_links_per_address(alice, settings) -> None:
         cache.clear()
 
 
+def test_it_counts_a_bad_link_once(alice, settings) -> None:
+    # A link with an expiry but no signature is a bad link: one request, one count, not two.
+    settings.UNAUTHENTICATED_RATE = "2/h"
+    settings.TRUSTED_PROXIES = []
+    cache.clear()
+    try:
+        file = alice.upload(b"bytes")
+        answers = [_anonymous_get(_with_query(file["id"], expires="1")).status_code for _ in range(3)]
+        assert answers == [403, 403, 429]
+    finally:
+        cache.clear()
+
+
 def test_a_signature_elsewhere_does_not_skip_the_missing_key_limit(settings) -> None:
     settings.UNAUTHENTICATED_RATE = "2/h"
     settings.TRUSTED_PROXIES = []

@@ -125,10 +125,8 @@ def test_it_reports_a_storage_error_when_an_input_file_vanished(alice) -> None:
     assert run["error"]["code"] == "storage_error"
 
 
-# ---- a separate `manage.py rundramatiq` process ---------------------------------------------------
-
-
-def test_a_program_printing_nul_characters_succeeds_with_them_replaced(alice) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_output_of_a_program_that_prints_nul_characters(alice) -> None:
     """PostgreSQL text cannot hold U+0000: a program that prints it still succeeds, its output kept
     (each NUL as U+FFFD, as invalid bytes are), on both streams and in the stream's events."""
     code = "import sys\nsys.stdout.write('a\\0b\\n')\nsys.stderr.write('\\0\\0err\\n')\n"
@@ -143,6 +141,9 @@ def test_a_program_printing_nul_characters_succeeds_with_them_replaced(alice) ->
         if fields.get("kind") == "output":
             streamed[fields["stream"]] += fields["data"]
     assert streamed == {"stdout": run["stdout"], "stderr": run["stderr"]}
+
+
+# ---- a separate `manage.py rundramatiq` process ---------------------------------------------------
 
 
 def _ancestors(pid: int) -> list[int]:

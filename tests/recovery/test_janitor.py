@@ -178,6 +178,16 @@ def test_it_resends_a_queued_run_whose_message_was_lost(alice: ApiKey, broker: d
     assert run_janitor(now=timezone.now() + timedelta(seconds=120), sandbox=False).resent == []
 
 
+def test_it_resends_a_requeued_run_unstreamed(alice: ApiKey, broker: dramatiq.Broker, settings: Any) -> None:
+    # Its first attempt may have streamed output: a streamed second attempt would repeat it to the reader.
+    settings.RUN_REQUEUE_GRACE_SECONDS = 60
+    old = timezone.now() - timedelta(seconds=61)
+    run = make_run(alice, status="queued", created_at=old, queued_at=old, attempts=1)
+    assert run_janitor(sandbox=False).resent == [run.public_id]
+    [raw] = broker.client.hvals(f"{broker.namespace}:{execute_run.queue_name}.msgs")
+    assert dramatiq.Message.decode(raw).kwargs == {"stream": False}
+
+
 def test_it_leaves_a_queued_run_whose_message_is_live(alice: ApiKey, broker: dramatiq.Broker) -> None:
     old = timezone.now() - timedelta(hours=1)
     waiting = make_run(alice, status="queued", created_at=old, queued_at=old)
