@@ -262,58 +262,51 @@ def test_it_still_requires_the_owner_key_without_a_signature(alice, bob, anonymo
     assert _content(response) == b"private"
 
 
-def test_it_does_not_count_signed_downloads_as_bad_key_attempts(alice, settings) -> None:
+@pytest.fixture
+def address_rate(settings):
+    """Sets the per-address budget for requests without a valid key (UNAUTHENTICATED_RATE) from a clean
+    slate, this client's address being its own (no trusted proxy)."""
+
+    def set_rate(rate: str) -> None:
+        settings.UNAUTHENTICATED_RATE = rate
+        settings.TRUSTED_PROXIES = []
+        cache.clear()
+
+    yield set_rate
+    cache.clear()
+
+
+def test_it_does_not_count_signed_downloads_as_bad_key_attempts(alice, address_rate) -> None:
     # A chat page may load many artifact images through their links within a minute; the per-address
     # budget for missing or bad keys guards key guessing, not downloads through a valid link.
-    settings.UNAUTHENTICATED_RATE = "3/h"
-    cache.clear()
-    try:
-        file = alice.upload(b"image bytes", filename="plot.png")
-        minted = _mint(alice, file["id"])
-        answers = [_anonymous_get(minted["url"]).status_code for _ in range(5)]
-        assert answers == [200] * 5
-    finally:
-        cache.clear()
+    address_rate("3/h")
+    file = alice.upload(b"image bytes", filename="plot.png")
+    minted = _mint(alice, file["id"])
+    answers = [_anonymous_get(minted["url"]).status_code for _ in range(5)]
+    assert answers == [200] * 5
 
 
-def test_it_limits_bad_signed_links_per_address(alice, settings) -> None:
+def test_it_limits_bad_signed_links_per_address(alice, address_rate) -> None:
     # Guessing signatures costs time as guessing keys does; a good link is still never counted.
-    settings.UNAUTHENTICATED_RATE = "3/h"
-    settings.TRUSTED_PROXIES = []
-    cache.clear()
-    try:
-        file = alice.upload(b"secret bytes")
-        expires = str(int(time.time()) + 600)
-        for _ in range(3):
-            tampered = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
-            assert_error(tampered, 403, "permission_error", code="invalid_signature")
-        limited = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
-        assert_error(limited, 429, "rate_limit_error", code="rate_limit_exceeded")
-        # `signature` on any other path is no key: it is limited like any request without one.
-        assert_error(APIClient().get("/v1/runs?signature=x"), 429, "rate_limit_error", code="rate_limit_exceeded")
-    finally:
-        cache.clear()
+    address_rate("3/h")
+    file = alice.upload(b"secret bytes")
+    expires = str(int(time.time()) + 600)
+    for _ in range(3):
+        tampered = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
+        assert_error(tampered, 403, "permission_error", code="invalid_signature")
+    limited = _anonymous_get(_with_query(file["id"], expires=expires, signature="0" * 64))
+    assert_error(limited, 429, "rate_limit_error", code="rate_limit_exceeded")
 
 
-def test_it_counts_a_bad_link_once(alice, settings) -> None:
+def test_it_counts_a_bad_link_once(alice, address_rate) -> None:
     # A link with an expiry but no signature is a bad link: one request, one count, not two.
-    settings.UNAUTHENTICATED_RATE = "2/h"
-    settings.TRUSTED_PROXIES = []
-    cache.clear()
-    try:
-        file = alice.upload(b"bytes")
-        answers = [_anonymous_get(_with_query(file["id"], expires="1")).status_code for _ in range(3)]
-        assert answers == [403, 403, 429]
-    finally:
-        cache.clear()
+    address_rate("2/h")
+    file = alice.upload(b"bytes")
+    answers = [_anonymous_get(_with_query(file["id"], expires="1")).status_code for _ in range(3)]
+    assert answers == [403, 403, 429]
 
 
-def test_a_signature_elsewhere_does_not_skip_the_missing_key_limit(settings) -> None:
-    settings.UNAUTHENTICATED_RATE = "2/h"
-    settings.TRUSTED_PROXIES = []
-    cache.clear()
-    try:
-        answers = [APIClient().get("/v1/runs?signature=abc").status_code for _ in range(3)]
-        assert answers == [401, 401, 429]
-    finally:
-        cache.clear()
+def test_a_signature_elsewhere_does_not_skip_the_missing_key_limit(address_rate) -> None:
+    address_rate("2/h")
+    answers = [APIClient().get("/v1/runs?signature=abc").status_code for _ in range(3)]
+    assert answers == [401, 401, 429]
