@@ -42,7 +42,7 @@ case "${1:-}" in
     # Bounded in time: a wedged engine must not hang CI's report of the failure.
     timeout 60 scripts/compose.sh logs --no-color --tail=2000 web worker </dev/null >/tmp/codeexec-ci-compose-tail.log 2>&1 || true
     echo "== compose stack: warnings and errors (last 80) =="
-    grep -E '"level": ?"(WARNING|ERROR|CRITICAL)"|Traceback|Error' /tmp/codeexec-ci-compose-tail.log | tail -80 || true
+    grep -E '"level": ?"(WARNING|ERROR|CRITICAL)"|Traceback' /tmp/codeexec-ci-compose-tail.log | tail -80 || true
     echo "== compose stack: last 40 lines =="
     tail -40 /tmp/codeexec-ci-compose-tail.log
     ;;
