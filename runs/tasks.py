@@ -8,7 +8,6 @@ lease expired. An attempt that finds its lease taken over kills its sandbox and 
 from __future__ import annotations
 
 import codecs
-import fcntl
 import logging
 import os
 import shutil
@@ -29,7 +28,7 @@ from codeexec_site import logs
 from files.models import File
 from sandbox import ErrorCode, InputFile, InvalidSpec, Limits, RunError, RunResult, RunSpec, SourceFile, Status, Usage
 from sandbox.outcome import without_nul
-from sandbox.workspace import stale_run_dirs
+from sandbox.workspace import lock_dir, stale_run_dirs
 
 from . import metrics
 from . import redis as cx_redis
@@ -312,11 +311,7 @@ def _artifacts_root() -> Path:
         for stale in stale_run_dirs(base):  # the same lock protocol as a run's directory
             shutil.rmtree(stale, ignore_errors=True)
         root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
-        # Taken under another name and renamed: a sweep never sees `lock` unlocked while we are alive.
-        pending = root / ".lock"
-        lock_fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # kept open: released only when the process is gone
-        os.rename(pending, root / "lock")
+        lock_dir(root)  # held until the process is gone
         _artifacts_roots[base] = root
         return root
 

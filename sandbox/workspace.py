@@ -131,12 +131,7 @@ class Workspace:
         run_dir = root / run_id
         os.mkdir(run_dir, 0o711)  # fails if it exists: one directory per run
         ws = cls(root=root, run_dir=run_dir, uid=uid, gid=gid)
-        # The lock tells the janitor this directory is in use; it dies with this process. It is taken
-        # under another name and renamed, so a janitor never sees `lock` unlocked while we are alive.
-        pending = run_dir / ".lock"
-        ws.lock_fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(ws.lock_fd, fcntl.LOCK_EX)
-        os.rename(pending, run_dir / "lock")
+        ws.lock_fd = lock_dir(run_dir)  # tells the janitor this directory is in use
         os.mkdir(ws.fs, 0o755)
         mount_tmpfs(ws.fs, size_bytes, nr_inodes)
         for path, mode, owner in ((ws.work, 0o700, uid), (ws.inputs, 0o755, 0)):
@@ -344,6 +339,21 @@ def _copy_artifact(fd: int, relpath: str, dest_dir: Path | None, size: int) -> A
         content_type=content_type,
         local_path=str(local_path) if local_path else None,
     )
+
+
+def lock_dir(directory: Path) -> int:
+    """Take `directory`'s lock for this process's life (its fd, kept open; it dies with the process).
+    It is taken under another name and renamed, so stale_run_dirs() never sees `lock` unlocked while we
+    are alive."""
+    pending = directory / ".lock"
+    fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(pending, directory / "lock")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def stale_run_dirs(root: Path) -> Sequence[Path]:
