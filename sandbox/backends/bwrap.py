@@ -2,11 +2,12 @@
 
 Containment pipeline of one step (compile or run), top to bottom:
   1. as root: create the step's cgroup with memory/pids limits (the workspace tmpfs already exists);
-  2. spawn bwrap with an empty environment and lowered rlimits (prlimit), dropping to the sandbox uid
-     before its exec (setpriv: no groups, then gid, then uid) — bwrap never runs as root;
-  3. bwrap builds the namespaces and mounts, reports its inner pid on --info-fd and waits on --block-fd;
-  4. as root: move both bwrap processes into the cgroup and set their rlimits, then release the block:
-     the user's program is forked only now, inside the group, under seccomp;
+  2. spawn, with an empty environment, a process that (still root) lowers its rlimits and writes itself
+     into the step's cgroup, then drops to the sandbox uid (setpriv: no groups, then gid, then uid) and
+     execs bwrap — so bwrap never runs as root, and is in the group, limited and counted, from its
+     first instruction (its cgroup namespace, too, is rooted at the step's group);
+  3. bwrap builds the namespaces and mounts, reports on --info-fd and waits on --block-fd;
+  4. release the block: the user's program is forked only now, inside the group, under seccomp;
   5. supervise I/O, wall clock and cgroup CPU time; kill the whole group on any limit;
   6. in `finally`: kill what is left, remove the group.
 """
@@ -45,9 +46,20 @@ log = logging.getLogger(__name__)
 # bwrap's monitor and its pid 1 live in the run's cgroup too; they are not the program's to spend.
 BWRAP_OWN_PIDS = 2
 MAX_OPEN_FILES = 4096
-PRLIMIT = "/usr/bin/prlimit"
+SOFT_OPEN_FILES = 1024
+SH = "/bin/sh"
 SETPRIV = "/usr/bin/setpriv"
 INFO_TIMEOUT_S = 10.0
+# What the spawned process runs as root before it becomes setpriv, then bwrap (step 2 above), with its
+# arguments: the file size cap in 512-byte blocks (POSIX `ulimit -f` units; shells in POSIX mode, dash,
+# bash as sh and busybox alike), the soft and hard open files caps, how many cgroup.procs files follow,
+# those files, then the command it becomes. Lowering rlimits needs no capability, and lowered hard limits
+# cannot be raised again; the sandbox's rlimit test reads them back. Any failure: exit 125, no bwrap.
+ENTER_STEP = (
+    'ulimit -c 0 && ulimit -f "$1" && ulimit -n "$3" && ulimit -Sn "$2" || exit 125; '
+    'n=$4; shift 4; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; '
+    'exec "$@"'
+)
 
 # /etc entries every program may read, bound read-only when the host has them.
 COMMON_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types", "ssl/openssl.cnf")
@@ -89,9 +101,9 @@ class BwrapBackend(PooledBackend):
                 raise SandboxUnavailable("DISABLE_SANDBOX_SECURITY is refused by the bwrap backend")
             if self.config.sandbox_uid == 0 or self.config.sandbox_gid == 0:
                 raise SandboxUnavailable("SANDBOX_UID/SANDBOX_GID must not be 0")
-            for tool in (PRLIMIT, SETPRIV):
+            for tool, package in ((SH, "dash"), (SETPRIV, "util-linux")):
                 if not os.access(tool, os.X_OK):
-                    raise SandboxUnavailable(f"{tool} not found (apt-get install util-linux)")
+                    raise SandboxUnavailable(f"{tool} not found (apt-get install {package})")
             if not os.access(self.config.bwrap_path, os.X_OK):
                 raise SandboxUnavailable(
                     f"bubblewrap not found at {self.config.bwrap_path} (apt-get install bubblewrap)"
@@ -166,16 +178,14 @@ class BwrapBackend(PooledBackend):
                 block_fd=block_r,
                 mpl_fontlist=self._mpl_fontlist,
             )
-            # rlimits are lowered by prlimit(1) on itself, then inherited by setpriv, bwrap and the
-            # program: the service needs no CAP_SYS_RESOURCE, the lowered hard limits cannot be raised
-            # again, and a warm sandbox's program starts without one more exec (~1 ms).
-            limits = [PRLIMIT, "--core=0:0", f"--fsize={fsize}:{fsize}", f"--nofile=1024:{MAX_OPEN_FILES}", "--"]
-            # bwrap runs as the sandbox's host uid. setpriv drops to it (no supplementary groups) rather
-            # than Popen's user=/group=, which make Python fork() the whole worker instead of vfork():
-            # 25 ms against 2 ms for a 150 MB process on this machine.
+            # The rlimits and the cgroup are entered by the spawned process itself, as root, before it
+            # execs setpriv (ENTER_STEP), rather than by a preexec_fn, or Popen's user=/group= for the
+            # drop: both make Python fork() the whole worker instead of vfork(), 25 ms against 2 ms for
+            # a 150 MB process on this machine. setpriv drops to the sandbox's host uid, no groups.
+            enter = [SH, "-c", ENTER_STEP, "codeexec-enter", *_enter_args(fsize, cgroup)]
             drop = [SETPRIV, f"--reuid={self.config.sandbox_uid}", f"--regid={self.config.sandbox_gid}"]
             proc = subprocess.Popen(
-                [*limits, *drop, "--clear-groups", "--", *bwrap_argv],
+                [*enter, *drop, "--clear-groups", "--", *bwrap_argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -189,10 +199,10 @@ class BwrapBackend(PooledBackend):
             for fd in (info_w, block_r, seccomp_fd):
                 os.close(fd)
                 fds.remove(fd)
-            inner_pid = _read_child_pid(info_r)
-            for pid in (proc.pid, inner_pid):
-                if pid is not None:
-                    cgroup.add(pid)
+            if _read_child_pid(info_r) is None:  # it ended before bwrap had a sandbox: say why
+                proc.wait(timeout=INFO_TIMEOUT_S)
+                said = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise SandboxUnavailable(f"bubblewrap did not start (exit status {proc.returncode}): {said[-500:]}")
             return proc, block_w, fds
         except BaseException:
             if proc is not None and proc.returncode is None:
@@ -303,6 +313,14 @@ class _Warm(WarmEntry):
         _close_all(self.fds)
         if not keep_workspace:
             self.ws.destroy()
+
+
+def _enter_args(fsize: int, cgroup: RunCgroup) -> list[str]:
+    """ENTER_STEP's arguments before the command: the step's rlimits and its cgroup.procs files."""
+    if fsize % 512:
+        raise ValueError(f"file size cap {fsize} is not a whole number of 512-byte blocks")
+    procs = [str(path / "cgroup.procs") for path in dict.fromkeys(cgroup.paths.values())]
+    return [str(fsize // 512), str(SOFT_OPEN_FILES), str(MAX_OPEN_FILES), str(len(procs)), *procs]
 
 
 def _close_all(fds: list[int]) -> None:

@@ -1,0 +1,97 @@
+"""bwrap's step enters its cgroup before bubblewrap starts (SPEC §4: the privileged side creates the
+run's cgroup and writes the process into it, then drops to the sandbox uid and execs bubblewrap).
+
+The proof is what the sandbox sees: bubblewrap unshares the cgroup namespace first thing, so its root
+is whatever group bubblewrap was in when it started. It is the step's own group, on the warm and the
+cold path, so bubblewrap was in it from its first instruction (and the sandbox learns nothing of the
+host's cgroup layout: every hierarchy reads "/"). These tests run real sandboxes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from sandbox import RunSpec, SandboxConfig, Status, get_backend
+from sandbox.backends import bwrap as bwrap_module
+from sandbox.result import ErrorCode
+
+PROBE = "print(open('/proc/self/cgroup').read(), end='')"
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> Iterator[Any]:
+    root = Path(tempfile.mkdtemp(prefix="codeexec-cgentry-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    backend = get_backend("bwrap", SandboxConfig(workdir=root, cgroup_parent=f"cx-cgentry-{os.getpid()}", warm_pool=1))
+    try:
+        backend.check()
+        backend.start_pool()
+        yield backend
+    finally:
+        backend.close()
+        leftovers = backend.leftovers()
+        backend.cleanup_orphans()
+        backend.cgroups.remove_parent()
+        shutil.rmtree(root, ignore_errors=True)
+    assert leftovers == [], leftovers
+
+
+@pytest.mark.parametrize("path", ["warm", "cold"])
+def test_bubblewrap_starts_inside_the_steps_own_group(bwrap: Any, path: str) -> None:
+    if path == "warm":
+        assert bwrap.wait_for_pool(90)
+    before = bwrap.warm_used
+    env = {"COLD": "1"} if path == "cold" else {}  # a run with an environment never takes a warm sandbox
+    result = bwrap.run(RunSpec(language="python", code=PROBE, env=env))
+    assert result.status == Status.SUCCEEDED, result.as_dict()
+    assert bwrap.warm_used - before == (1 if path == "warm" else 0)
+    ours = set(bwrap.cgroups.v1) if bwrap.cgroups.version == 1 else {""}  # v2: the one "0::" line
+    checked = []
+    for line in result.stdout.splitlines():
+        _, controllers, where = line.split(":", 2)
+        if ours & set(controllers.split(",")):  # a hierarchy the step's group is in
+            checked.append(controllers)
+            assert where == "/", f"bubblewrap was not in the step's group when it started: {line!r}"
+    hierarchies = len(set(bwrap.cgroups.v1.values())) if bwrap.cgroups.version == 1 else 1
+    assert len(checked) == hierarchies, (checked, result.stdout)
+    assert bwrap.cgroups.parent not in result.stdout  # nothing of the host's layout shows
+
+
+def test_a_step_that_cannot_enter_its_group_never_starts_bubblewrap(bwrap: Any, monkeypatch: Any) -> None:
+    real = bwrap_module._enter_args
+
+    def into_a_missing_group(fsize: int, cgroup: Any) -> list[str]:
+        args = real(fsize, cgroup)
+        count = int(args[3])
+        return [*args[:4], *(f"/nonexistent-cgroup-{i}/cgroup.procs" for i in range(count))]
+
+    monkeypatch.setattr(bwrap_module, "_enter_args", into_a_missing_group)
+    result = bwrap.run(RunSpec(language="python", code="print('RAN')", env={"COLD": "1"}))
+    assert result.status == Status.ERROR, result.as_dict()
+    assert result.error is not None and result.error.code == ErrorCode.SANDBOX_ERROR
+    assert "bubblewrap did not start (exit status 125)" in result.error.message, result.error.message
+    assert "nonexistent-cgroup" in result.error.message  # the shell's own words say which file
+    assert "RAN" not in result.stdout
+
+
+def test_enter_args_refuse_a_file_size_cap_the_shell_cannot_express() -> None:
+    group = SimpleNamespace(paths={"memory": Path("/sys/fs/cgroup/memory/x"), "pids": Path("/sys/fs/cgroup/pids/x")})
+    args = bwrap_module._enter_args(64 * 1024 * 1024, group)  # type: ignore[arg-type]
+    assert args == [
+        str(64 * 2048),
+        "1024",
+        "4096",
+        "2",
+        "/sys/fs/cgroup/memory/x/cgroup.procs",
+        "/sys/fs/cgroup/pids/x/cgroup.procs",
+    ]
+    with pytest.raises(ValueError):
+        bwrap_module._enter_args(1000, group)  # type: ignore[arg-type]
