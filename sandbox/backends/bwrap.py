@@ -222,10 +222,11 @@ class BwrapBackend(PooledBackend):
                 # Started ahead with the same command, environment and mounts; only the limits are the run's.
                 cgroup, proc, block_w, fds = warm.cgroup, warm.proc, warm.block_w, warm.fds
                 cgroup.set_limits(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
-                cgroup.reset_usage()
             else:
                 cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
+            # bwrap set itself up inside the group: the run's usage counts from its program on, cold or warm.
+            cgroup.reset_usage()
             started = time.monotonic()
             os.write(block_w, b"1")  # the program starts now, inside its cgroup
             is_cancelled = self._cancel_check(ws, step)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +97,23 @@ def test_enter_args_refuse_a_file_size_cap_the_shell_cannot_express() -> None:
     ]
     with pytest.raises(ValueError):
         bwrap_module._enter_args(1000, group)  # type: ignore[arg-type]
+
+
+def test_a_cold_run_counts_its_usage_from_its_program_on(bwrap: Any, monkeypatch: Any) -> None:
+    """bwrap sets itself up inside the step's group now; what the group spent before the program was
+    released (here: a second of CPU charged on purpose) is not the run's."""
+    real = bwrap._spawn
+    burn = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end:\n    pass\n"
+
+    def spawn_then_charge(lang: Any, ws: Any, step: Any, fsize: int, cgroup: Any) -> Any:
+        spawned = real(lang, ws, step, fsize, cgroup)
+        proc = subprocess.Popen([sys.executable, "-c", burn])
+        cgroup.add(proc.pid)
+        assert proc.wait(timeout=60) == 0
+        assert (cgroup.cpu_usage_ms() or 0) >= 900  # the charge is there: the assertion below can fail
+        return spawned
+
+    monkeypatch.setattr(bwrap, "_spawn", spawn_then_charge)
+    result = bwrap.run(RunSpec(language="python", code="print('light')", env={"COLD": "1"}))
+    assert result.status == Status.SUCCEEDED, result.as_dict()
+    assert result.usage.cpu_ms is not None and result.usage.cpu_ms < 500, result.usage
