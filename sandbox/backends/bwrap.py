@@ -55,7 +55,10 @@ INFO_TIMEOUT_S = 10.0
 # bash as sh and busybox alike), the soft and hard open files caps, how many cgroup.procs files follow,
 # those files, then the command it becomes. Lowering rlimits needs no capability, and lowered hard limits
 # cannot be raised again; the sandbox's rlimit test reads them back. Any failure: exit 125, no bwrap.
+# The shell exports PWD of its own accord: unset, so bwrap and its pid 1 start with an empty environment
+# (bash, where /bin/sh is bash, still adds SHLVL=0).
 ENTER_STEP = (
+    "unset PWD; "
     'ulimit -c 0 && ulimit -f "$1" && ulimit -n "$3" && ulimit -Sn "$2" || exit 125; '
     'n=$4; shift 4; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; '
     'exec "$@"'

@@ -117,3 +117,12 @@ def test_a_cold_run_counts_its_usage_from_its_program_on(bwrap: Any, monkeypatch
     result = bwrap.run(RunSpec(language="python", code="print('light')", env={"COLD": "1"}))
     assert result.status == Status.SUCCEEDED, result.as_dict()
     assert result.usage.cpu_ms is not None and result.usage.cpu_ms < 500, result.usage
+
+
+def test_bubblewraps_pid_1_starts_with_an_empty_environment(bwrap: Any) -> None:
+    """The shell that enters the group exports nothing to bwrap (dash exports PWD unless told not to)."""
+    code = "print(open('/proc/1/environ', 'rb').read().hex())"
+    result = bwrap.run(RunSpec(language="python", code=code, env={"COLD": "1"}))
+    assert result.status == Status.SUCCEEDED, result.as_dict()
+    entries = [e for e in bytes.fromhex(result.stdout.strip()).split(b"\0") if e]
+    assert set(entries) <= {b"SHLVL=0"}, entries  # bash as /bin/sh keeps its level; dash: nothing at all
