@@ -203,7 +203,10 @@ class BwrapBackend(PooledBackend):
                 os.close(fd)
                 fds.remove(fd)
             if _read_child_pid(info_r) is None:  # it ended before bwrap had a sandbox: say why
-                proc.wait(timeout=INFO_TIMEOUT_S)
+                try:
+                    proc.wait(timeout=INFO_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise SandboxUnavailable("bubblewrap closed its info fd without reporting") from None
                 said = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 raise SandboxUnavailable(f"bubblewrap did not start (exit status {proc.returncode}): {said[-500:]}")
             return proc, block_w, fds

@@ -126,3 +126,16 @@ def test_bubblewraps_pid_1_starts_with_an_empty_environment(bwrap: Any) -> None:
     assert result.status == Status.SUCCEEDED, result.as_dict()
     entries = [e for e in bytes.fromhex(result.stdout.strip()).split(b"\0") if e]
     assert set(entries) <= {b"SHLVL=0"}, entries  # bash as /bin/sh keeps its level; dash: nothing at all
+
+
+def test_a_bubblewrap_that_says_nothing_but_lives_on_is_stopped(bwrap: Any, monkeypatch: Any) -> None:
+    """Its info fd closed without a report while bwrap still runs: the step fails in bounded time with a
+    clear error and kills it, rather than waiting forever or reading a pipe that never ends."""
+    monkeypatch.setattr(bwrap_module, "_read_child_pid", lambda fd: None)
+    monkeypatch.setattr(bwrap_module, "INFO_TIMEOUT_S", 0.5)
+    result = bwrap.run(RunSpec(language="python", code="print('RAN')", env={"COLD": "1"}))
+    assert result.status == Status.ERROR, result.as_dict()
+    assert result.error is not None and "closed its info fd without reporting" in result.error.message
+    assert "RAN" not in result.stdout
+    bwrap.drain_cleanups()
+    assert bwrap.leftovers() == []
