@@ -659,6 +659,83 @@ def test_the_etc_tree_holds_the_synthetic_files_and_the_allowed_host_entries_onl
     assert (tree / "hosts").read_text() == SYNTHETIC_ETC["hosts"]  # the old tree, as mounted sandboxes see it
 
 
+def _static_with_synthetic_etc(tmp_path: Path) -> Path:
+    from sandbox.backends.bwrap import SYNTHETIC_ETC
+
+    static = tmp_path / "static"
+    (static / "etc").mkdir(parents=True)
+    for name, content in SYNTHETIC_ETC.items():
+        (static / "etc" / name).write_text(content)
+    return static
+
+
+def test_etc_trees_no_process_holds_are_removed_and_held_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from sandbox.backends.bwrap import build_etc_tree, hold_etc_tree, remove_unused_etc_trees
+
+    static = _static_with_synthetic_etc(tmp_path)
+    lang = get_language("python")
+    old = build_etc_tree(static, lang)  # made by a worker that has since stopped: nobody holds it
+    (static / "etc" / "hosts").write_text("127.0.0.1 localhost changed\n")  # a host file changed since
+    elsewhere = build_etc_tree(static, get_language("php"))
+    current, hold = hold_etc_tree(static, lang)
+    assert current != old
+    # Another live worker process holds the php tree.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl, os, sys; fd = os.open({str(elsewhere)!r}, os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        (static / ".stale-etc-python-0000000000000000-12345678").mkdir()  # a removal a crash cut short
+        assert remove_unused_etc_trees(static) == [old.name]
+        assert not old.exists() and current.is_dir() and elsewhere.is_dir()
+        assert sorted(p.name for p in static.iterdir()) == sorted(["etc", current.name, elsewhere.name])
+    finally:
+        holder.communicate("")
+    assert remove_unused_etc_trees(static) == [elsewhere.name]  # its holder is gone
+    os.close(hold)
+    assert remove_unused_etc_trees(static) == [current.name]
+    # Made again by the next process that needs it, under the same name.
+    again, hold = hold_etc_tree(static, lang)
+    os.close(hold)
+    assert again == current and (again / "hosts").read_text().endswith("changed\n")
+
+
+def test_a_worker_removes_the_etc_trees_no_worker_uses_when_it_starts() -> None:
+    import shutil
+    import tempfile
+
+    from sandbox import SandboxConfig, get_backend
+
+    top = Path(tempfile.mkdtemp(prefix="codeexec-etcgc-", dir="/tmp"))  # bwrap's uid must traverse it
+    os.chmod(top, 0o711)
+    root = top / "w"
+    stale = root / ".static" / "etc-python-0123456789abcdef"
+    (stale / "ssl").mkdir(parents=True)
+    (stale / "hosts").write_text("old\n")
+    backend: Any = get_backend("bwrap", SandboxConfig(workdir=root, cgroup_parent=f"cx-etcgc-{os.getpid()}"))
+    try:
+        backend.prepare()
+        assert not stale.exists()
+        trees = sorted(p.name for p in (root / ".static").glob("etc-*"))
+        assert len(trees) == 5 and all(p.is_dir() for p in backend._etc_dirs.values()), trees
+    finally:
+        backend.close()
+        backend.cleanup_orphans()
+        backend.cgroups.remove_parent()
+        shutil.rmtree(top, ignore_errors=True)
+
+
 # ---- seccomp policy -------------------------------------------------------------------------------------
 
 DENIED_SYSCALLS = [

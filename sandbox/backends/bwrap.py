@@ -15,6 +15,7 @@ Containment pipeline of one step (compile or run), top to bottom:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,6 +79,7 @@ class BwrapBackend(PooledBackend):
         self._cgroups: CgroupDriver | None = None
         self._mpl_fontlist: Path | None = None
         self._etc_dirs: dict[str, Path] = {}
+        self._etc_holds: list[int] = []  # shared locks on those trees, held for the process's life
 
     @property
     def workspace_uid(self) -> tuple[int, int]:
@@ -114,7 +117,13 @@ class BwrapBackend(PooledBackend):
             self._make_dirs()
             _check_traversable(self.runs_dir)
             self._write_static_etc(SYNTHETIC_ETC)
-            self._etc_dirs = {lang.name: build_etc_tree(self.static_dir, lang) for lang in all_languages()}
+            for lang in all_languages():
+                tree, hold = hold_etc_tree(self.static_dir, lang)
+                self._etc_dirs[lang.name] = tree
+                self._etc_holds.append(hold)
+            removed = remove_unused_etc_trees(self.static_dir)
+            if removed:
+                log.info("removed /etc trees no worker uses any more: %s", ", ".join(removed))
             self.seccomp.open_fd().__index__()  # compile now so a bad profile fails at start
             self.cgroups.prepare()
             self._mpl_fontlist = _prebuild_matplotlib_cache(self.static_dir / "matplotlib")
@@ -383,6 +392,55 @@ def build_etc_tree(static_dir: Path, lang: Language) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tree
+
+
+def hold_etc_tree(static_dir: Path, lang: Language) -> tuple[Path, int]:
+    """build_etc_tree, and a shared lock on the tree, held through the returned fd for as long as this
+    process may bind the tree into sandboxes: remove_unused_etc_trees never removes a held tree. A tree
+    removed as unused between its making and the lock is made again."""
+    for _ in range(3):
+        tree = build_etc_tree(static_dir, lang)
+        try:
+            fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.path.samestat(os.fstat(fd), os.stat(tree)):
+                return tree, fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise SandboxUnavailable(f"could not make and hold the /etc tree of {lang.name} under {static_dir}")
+
+
+def remove_unused_etc_trees(static_dir: Path) -> list[str]:
+    """Remove the /etc trees no live worker process holds (hold_etc_tree): those of host files since
+    changed. Each is first renamed out of the way under its exclusive lock, so a process about to hold
+    it finds it gone and makes it again; what a crash left half-removed goes too."""
+    removed: list[str] = []
+    for tree in sorted(static_dir.glob("etc-*")):
+        try:
+            fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a worker process (maybe this one) binds it into its sandboxes
+            os.rename(tree, static_dir / f".stale-{tree.name}-{uuid.uuid4().hex[:8]}")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        removed.append(tree.name)
+    for stale in static_dir.glob(".stale-etc-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
 
 
 def _walk(top: Path) -> list[Path]:
