@@ -7,7 +7,9 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +95,32 @@ def host_listener() -> Iterator[int]:
     srv.listen(8)
     yield srv.getsockname()[1]
     srv.close()
+
+
+def _new_backend(name: str, root: Path, parent: str, warm_pool: int) -> Any:
+    config = SandboxConfig(workdir=root / "w", cgroup_parent=f"{parent}-{os.getpid()}", warm_pool=warm_pool)
+    return get_backend(name, config)
+
+
+def _finish(backend: Any) -> None:
+    backend.close()
+    leftovers = backend.leftovers()
+    backend.cleanup_orphans()
+    if backend.name == "bwrap":
+        backend.cgroups.remove_parent()
+    assert leftovers == [], leftovers
+
+
+@contextmanager
+def fresh_pool(name: str, parent: str, size: int) -> Iterator[tuple[Any, Path]]:
+    """A backend of its own, on its own work directory, with its pool started; it must leave nothing."""
+    root = Path(tempfile.mkdtemp(prefix=f"{parent}-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        backend = _new_backend(name, root, parent, size)
+        backend.check()
+        backend.start_pool()
+        yield backend, root
+        _finish(backend)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -9,11 +9,8 @@ host's cgroup layout: every hierarchy reads "/"). These tests run real sandboxes
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,29 +18,19 @@ from typing import Any
 
 import pytest
 
-from sandbox import RunSpec, SandboxConfig, Status, get_backend
+from sandbox import RunSpec, Status
 from sandbox.backends import bwrap as bwrap_module
 from sandbox.result import ErrorCode
+
+from .conftest import fresh_pool
 
 PROBE = "print(open('/proc/self/cgroup').read(), end='')"
 
 
 @pytest.fixture(scope="module")
 def bwrap() -> Iterator[Any]:
-    root = Path(tempfile.mkdtemp(prefix="codeexec-cgentry-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    backend = get_backend("bwrap", SandboxConfig(workdir=root, cgroup_parent=f"cx-cgentry-{os.getpid()}", warm_pool=1))
-    try:
-        backend.check()
-        backend.start_pool()
+    with fresh_pool("bwrap", "codeexec-cgentry", 1) as (backend, _root):
         yield backend
-    finally:
-        backend.close()
-        leftovers = backend.leftovers()
-        backend.cleanup_orphans()
-        backend.cgroups.remove_parent()
-        shutil.rmtree(root, ignore_errors=True)
-    assert leftovers == [], leftovers
 
 
 @pytest.mark.parametrize("path", ["warm", "cold"])

@@ -5,15 +5,12 @@ the pool refills, survives a dead entry, and close() leaves nothing behind."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,51 +19,22 @@ from typing import Any
 
 import pytest
 
-from sandbox import Limits, RunResult, RunSpec, SandboxConfig, Status, get_backend, get_language
+from sandbox import Limits, RunResult, RunSpec, Status, get_backend, get_language
 from sandbox.backends.steps import BASE_ENV
 from sandbox.cgroups import RunCgroup
 from sandbox.result import ErrorCode
 from sandbox.spec import InputFile
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, fresh_pool
 
 POOL = 2
 INTERPRETED = ("python", "node", "ruby", "php")
 MIB = 1024 * 1024
 
 
-def _new_backend(name: str, root: Path, parent: str, warm_pool: int) -> Any:
-    config = SandboxConfig(workdir=root / "w", cgroup_parent=f"{parent}-{os.getpid()}", warm_pool=warm_pool)
-    return get_backend(name, config)
-
-
-def _finish(backend: Any) -> None:
-    backend.close()
-    leftovers = backend.leftovers()
-    backend.cleanup_orphans()
-    if backend.name == "bwrap":
-        backend.cgroups.remove_parent()
-    assert leftovers == [], leftovers
-
-
-@contextlib.contextmanager
-def _fresh_pool(name: str, parent: str, size: int) -> Iterator[tuple[Any, Path]]:
-    """A backend of its own, on its own work directory, with its pool started; it must leave nothing."""
-    root = Path(tempfile.mkdtemp(prefix=f"{parent}-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    try:
-        backend = _new_backend(name, root, parent, size)
-        backend.check()
-        backend.start_pool()
-        yield backend, root
-        _finish(backend)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def pooled(request: pytest.FixtureRequest) -> Iterator[Any]:
-    with _fresh_pool(request.param, "codeexec-pool", POOL) as (backend, _root):
+    with fresh_pool(request.param, "codeexec-pool", POOL) as (backend, _root):
         yield backend
 
 
@@ -248,7 +216,7 @@ def test_a_run_on_a_warm_sandbox_can_be_cancelled(pooled: Any, where: str) -> No
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_close_leaves_no_sandbox_directory_mount_group_or_container(name: str) -> None:
-    with _fresh_pool(name, "codeexec-pool-close", 1) as (backend, root):
+    with fresh_pool(name, "codeexec-pool-close", 1) as (backend, root):
         _wait(lambda: all(len(backend._pool.get(n, [])) == 1 for n in INTERPRETED), "the pool")
         entries = [e for pool in backend._pool.values() for e in pool]
         dirs_before = sorted(os.listdir(root / "w" / "runs"))
@@ -273,7 +241,7 @@ def test_close_leaves_no_sandbox_directory_mount_group_or_container(name: str) -
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_the_janitor_removes_what_a_dead_workers_pool_left(name: str) -> None:
-    with _fresh_pool(name, "codeexec-pool-janitor", 1) as (backend, root):
+    with fresh_pool(name, "codeexec-pool-janitor", 1) as (backend, root):
         # The pool's thread must not prune them first: the janitor meets them as a crashed worker left them.
         with backend._pool_cond:
             assert backend.wait_for_pool(90)  # holds the lock again when it returns
