@@ -164,6 +164,7 @@ SANDBOX_CGROUP_PARENT = env_str("SANDBOX_CGROUP_PARENT", "codeexec")
 SANDBOX_TMP_MB = env_int("SANDBOX_TMP_MB", 64, minimum=1)
 SANDBOX_BUILD_CACHE_MB = env_int("SANDBOX_BUILD_CACHE_MB", 256)
 SANDBOX_WARM_POOL = env_int("SANDBOX_WARM_POOL", 2)
+SANDBOX_WARM_PRESTART = env_bool("SANDBOX_WARM_PRESTART", True)
 RUNNER_IMAGES = {
     lang: env_str(f"RUNNER_IMAGE_{lang.upper()}", f"codeexec-runner-{lang}:latest")
     for lang in ("python", "node", "ruby", "php", "go")

@@ -22,6 +22,7 @@ def sandbox_config() -> SandboxConfig:
         tmp_mb=settings.SANDBOX_TMP_MB,
         build_cache_mb=settings.SANDBOX_BUILD_CACHE_MB,
         warm_pool=settings.SANDBOX_WARM_POOL,
+        warm_prestart=settings.SANDBOX_WARM_PRESTART,
         default_limits=settings.LIMITS_DEFAULT,
         max_limits=settings.LIMITS_MAX,
         runner_images=dict(settings.RUNNER_IMAGES),

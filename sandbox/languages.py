@@ -7,6 +7,7 @@ never a virtualenv's. `{args}` is not templated: a run's argv is appended to `ru
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 
 from .errors import InvalidSpec
@@ -29,10 +30,21 @@ class Language:
     # /etc entries the interpreter reads (bound read-only when they exist on the host).
     etc: tuple[str, ...] = ()
     version_prefix: str = ""
+    # A warm sandbox may start the interpreter before its run (backends/pool.py): it waits on `entry_file`
+    # as a pipe, which the run fills with the program. Programs it would read differently from a pipe
+    # (a pattern) or whose files it reads before the program (`startup_files`, in /work) are not given one.
+    pipe_reads_differently: str = ""
+    startup_files: tuple[str, ...] = ()
 
     @property
     def compiled(self) -> bool:
         return self.compile is not None
+
+    def reads_like_a_file(self, code: str, source_paths: Sequence[str]) -> bool:
+        """Whether an interpreter started before this program exists runs it as it would from a file."""
+        if self.pipe_reads_differently and re.search(self.pipe_reads_differently, code, re.MULTILINE):
+            return False
+        return not set(self.startup_files) & set(source_paths)
 
     def parse_version(self, output: str) -> str:
         text = output.strip().splitlines()[0].strip() if output.strip() else ""
@@ -66,6 +78,8 @@ LANGUAGES: dict[str, Language] = {
             },
             packages=("numpy", "pandas", "matplotlib"),
             etc=("matplotlibrc",),
+            # An encoding declaration (PEP 263) makes CPython seek back in the file: no pipe then.
+            pipe_reads_differently=r"\A(?:[^\n]*\n)?[^\n]*coding[:=]",
         ),
         Language(
             name="node",
@@ -74,6 +88,7 @@ LANGUAGES: dict[str, Language] = {
             run=("/usr/bin/node", "main.js"),
             version_probe=("/usr/bin/node", "--version"),
             version_prefix="v",
+            startup_files=("package.json",),  # its "type" decides CommonJS or ES module before main.js is read
         ),
         Language(
             name="ruby",
@@ -82,6 +97,7 @@ LANGUAGES: dict[str, Language] = {
             # RubyGems loads on demand: the prelude keeps every bundled gem requirable (ruby_prelude.rb).
             run=("/usr/bin/ruby", "--disable-gems", f"-r{RUBY_PRELUDE}", "main.rb"),
             version_probe=("/usr/bin/ruby", "-e", "print RUBY_VERSION"),
+            pipe_reads_differently=r"^__END__\r?$",  # DATA is the script file itself, which can seek
         ),
         Language(
             name="php",

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import mimetypes
 import os
+import secrets
 import shutil
 import stat
 import time
@@ -146,6 +147,29 @@ class Workspace:
     def write_source(self, relpath: str, content: bytes) -> None:
         """Write a file under /work owned by the sandbox user (parents created, links never followed)."""
         self._write(self.work, relpath, content, owner=(self.uid, self.gid), file_mode=0o644, dir_mode=0o755)
+
+    def make_source_pipe(self, name: str) -> Path:
+        """A FIFO at /work/<name> (top level) owned by the sandbox user: an interpreter started before its
+        program exists opens it and waits for the program (backends/pool.py)."""
+        dir_fd = os.open(self.work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.mkfifo(name, 0o600, dir_fd=dir_fd)
+            os.chown(name, self.uid, self.gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.chmod(name, 0o644, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        return self.work / name
+
+    def replace_source(self, name: str, content: bytes) -> None:
+        """write_source of a top-level file over what is there (a source pipe whose reader keeps it open):
+        written under a hidden name beside it, then renamed over it."""
+        hidden = f".{name}.{secrets.token_hex(8)}"
+        self.write_source(hidden, content)
+        dir_fd = os.open(self.work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.rename(hidden, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def write_input(self, relpath: str, chunks: Iterator[bytes]) -> int:
         """Stage an input file under /work/inputs, root-owned and read-only."""

@@ -35,6 +35,9 @@ class SandboxConfig:
     # sandboxes (bwrap) or containers (docker) kept started per interpreted language for runs with
     # default settings, in processes that call start_pool (see backends/pool.py)
     warm_pool: int = 2
+    # bwrap: a warm sandbox of an interpreted language starts its interpreter too, which then waits for
+    # its program (backends/pool.py); off, it waits before the interpreter starts
+    warm_prestart: bool = True
     # docker backend
     host_workdir: Path | None = None
     apparmor_profile: str | None = None
@@ -55,6 +58,7 @@ class SandboxConfig:
             cgroup_parent=env.get("SANDBOX_CGROUP_PARENT", base.cgroup_parent),
             build_cache_mb=int(env.get("SANDBOX_BUILD_CACHE_MB", base.build_cache_mb)),
             warm_pool=int(env.get("SANDBOX_WARM_POOL", base.warm_pool)),
+            warm_prestart=env.get("SANDBOX_WARM_PRESTART", "1").strip().lower() not in ("0", "false", "no", "off"),
         )
 
 

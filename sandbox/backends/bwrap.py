@@ -15,6 +15,7 @@ Containment pipeline of one step (compile or run), top to bottom:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -52,6 +53,11 @@ SOFT_OPEN_FILES = 1024
 SH = "/bin/sh"
 SETPRIV = "/usr/bin/setpriv"
 INFO_TIMEOUT_S = 10.0
+# A started interpreter (pool.py) must open its program's pipe within this time (checked every poll).
+PRESTART_TIMEOUT_S, PRESTART_POLL_S = 30.0, 0.002
+# What a started interpreter's program pipe is grown to (MAX_CODE_BYTES is 256 KiB by default); a
+# longer program takes another sandbox.
+SOURCE_PIPE_BYTES = 1 << 20
 # What the spawned process runs as root before it becomes setpriv, then bwrap (step 2 above), with its
 # arguments: the file size cap in 512-byte blocks (POSIX `ulimit -f` units; shells in POSIX mode, dash,
 # bash as sh and busybox alike), the soft and hard open files caps, how many cgroup.procs files follow,
@@ -243,7 +249,10 @@ class BwrapBackend(PooledBackend):
             # bwrap set itself up inside the group: the run's usage counts from its program on, cold or warm.
             cgroup.reset_usage()
             started = time.monotonic()
-            os.write(block_w, b"1")  # the program starts now, inside its cgroup
+            if isinstance(warm, _Warm) and warm.source_w is not None:
+                warm.feed(spec.code.encode())  # the started interpreter reads its program now
+            else:
+                os.write(block_w, b"1")  # the program starts now, inside its cgroup
             is_cancelled = self._cancel_check(ws, step)
             outcome = supervise(
                 proc,
@@ -276,15 +285,18 @@ class BwrapBackend(PooledBackend):
     # What they save here: bwrap's namespace and mount set-up, the move of its processes into a cgroup
     # and the run's tmpfs.
 
-    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> _Warm:
+    def _start_warm_entry(
+        self, spec: RunSpec, ws: Workspace, step: Step, fsize: int, start_interpreter: bool = False
+    ) -> _Warm:
         cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
         try:
             cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
+            pipe = ws.make_source_pipe(spec.lang.entry_file) if start_interpreter else None
             proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
         except BaseException:
             cgroup.destroy()
             raise
-        return _Warm(
+        warm = _Warm(
             spec.lang.name,
             spec.limits.disk_mb,
             fsize,
@@ -296,6 +308,18 @@ class BwrapBackend(PooledBackend):
             block_w=block_w,
             fds=fds,
         )
+        if pipe is None:
+            return warm
+        try:
+            # The interpreter starts now, under the pool's limits, and stops where it opens its program.
+            os.write(block_w, b"1")
+            warm.source_w = _open_source_pipe(pipe, proc, spec.lang)
+            fds.append(warm.source_w)
+            warm.source_pipe_bytes = _grow_pipe(warm.source_w, SOURCE_PIPE_BYTES)
+        except BaseException:
+            warm.discard(keep_workspace=True)
+            raise
+        return warm
 
     def _backend_leftovers(self) -> list[str]:
         groups = self.cgroups.existing_groups()
@@ -311,9 +335,29 @@ class _Warm(WarmEntry):
     proc: subprocess.Popen[bytes] = dataclasses.field(kw_only=True)
     block_w: int = dataclasses.field(kw_only=True)
     fds: list[int] = dataclasses.field(kw_only=True)
+    source_w: int | None = dataclasses.field(default=None, kw_only=True)  # a started interpreter's pipe (in fds)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def started_within(self, memory_bytes: int, pids: int) -> bool:
+        if not self.source_pipe_bytes:
+            return True
+        peak = self.cgroup.memory_peak_bytes()
+        return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + BWRAP_OWN_PIDS
+
+    def feed(self, program: bytes) -> None:
+        """Give the started interpreter its program: all of it into the empty pipe, which holds it (the
+        pool's _fits), then the end of file."""
+        assert self.source_w is not None
+        fd, self.source_w = self.source_w, None
+        self.fds.remove(fd)
+        try:
+            written = os.write(fd, program) if program else 0
+        finally:
+            os.close(fd)
+        if written != len(program):
+            raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
 
     def discard(self, keep_workspace: bool = False) -> None:
         self.cgroup.destroy()
@@ -337,6 +381,39 @@ def _enter_args(fsize: int, cgroup: RunCgroup) -> list[str]:
         raise ValueError(f"file size cap {fsize} is not a whole number of 512-byte blocks")
     procs = [str(path / "cgroup.procs") for path in dict.fromkeys(cgroup.paths.values())]
     return [str(fsize // 512), str(SOFT_OPEN_FILES), str(MAX_OPEN_FILES), str(len(procs)), *procs]
+
+
+def _open_source_pipe(pipe: Path, proc: subprocess.Popen[bytes], lang: Language) -> int:
+    """The write end of a started interpreter's program pipe, once the interpreter has opened it (the
+    open fails with ENXIO before: a FIFO without a reader). The interpreter is still starting meanwhile."""
+    deadline = time.monotonic() + PRESTART_TIMEOUT_S
+    while True:
+        try:
+            return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        if proc.poll() is not None:
+            said = b""
+            if proc.stderr is not None:
+                os.set_blocking(proc.stderr.fileno(), False)
+                said = proc.stderr.read(4096) or b""
+            raise SandboxUnavailable(
+                f"{lang.name} exited (status {proc.returncode}) before it opened its program: "
+                f"{said.decode(errors='replace').strip()[-500:]}"
+            )
+        if time.monotonic() > deadline:
+            raise SandboxUnavailable(f"{lang.name} did not open its program within {PRESTART_TIMEOUT_S:.0f} s")
+        time.sleep(PRESTART_POLL_S)
+
+
+def _grow_pipe(fd: int, size: int) -> int:
+    """Make the pipe hold `size` bytes if the kernel lets it; what it holds."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except OSError:
+        log.debug("could not grow a program pipe to %d bytes", size, exc_info=True)
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
 
 
 def _close_all(fds: list[int]) -> None:

@@ -429,7 +429,10 @@ class DockerBackend(PooledBackend):
     # the container's cgroup; and for the run, Docker's own time to start a container (tens to hundreds
     # of milliseconds of engine, containerd and runc work).
 
-    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> _WarmContainer:
+    def _start_warm_entry(
+        self, spec: RunSpec, ws: Workspace, step: Step, fsize: int, start_interpreter: bool = False
+    ) -> _WarmContainer:
+        # start_interpreter is not done here: the container waits before its interpreter starts.
         gated = self._start_gated(spec, ws, step, fsize)
         if gated.cgroup is None:
             gated.close()

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..languages import Language, all_languages
+from ..limits import MIB
 from ..spec import RunSpec
 from ..workspace import Workspace
 from .base import SandboxConfig
@@ -59,6 +60,9 @@ class WarmEntry:
     env: dict[str, str]
     ws: Workspace
     used: bool = dataclasses.field(default=False, kw_only=True)
+    # 0: blocked before its interpreter. Otherwise its interpreter is started and waits for the program on
+    # a pipe at its entry file (a started interpreter), which holds this many bytes.
+    source_pipe_bytes: int = dataclasses.field(default=0, kw_only=True)
 
     @property
     def name(self) -> str:
@@ -81,6 +85,11 @@ class WarmEntry:
         """Stop and remove the sandbox (and its workspace, unless a run keeps using it)."""
         raise NotImplementedError
 
+    def started_within(self, memory_bytes: int, pids: int) -> bool:
+        """A started interpreter: whether its start used no more memory and processes than these limits
+        allow (so it would have started under them too)."""
+        return not self.source_pipe_bytes
+
 
 class PooledBackend(StepBackend):
     """A StepBackend that can keep warm sandboxes (see the module's docstring)."""
@@ -100,8 +109,11 @@ class PooledBackend(StepBackend):
         self.warm_used = 0  # runs whose program ran in a warm sandbox
         self.prestarted_used = 0  # compiled runs whose program ran in the sandbox started during the compile
 
-    def _start_warm_entry(self, spec: RunSpec, ws: Workspace, step: Step, fsize: int) -> WarmEntry:
-        """Start the sandbox of `step` in `ws` blocked before the program, as the cold path would."""
+    def _start_warm_entry(
+        self, spec: RunSpec, ws: Workspace, step: Step, fsize: int, start_interpreter: bool = False
+    ) -> WarmEntry:
+        """Start the sandbox of `step` in `ws` blocked before the program, as the cold path would; with
+        `start_interpreter` (if the backend can), its interpreter too, waiting for the program."""
         raise NotImplementedError
 
     # ---- the pool's thread --------------------------------------------------------------------------
@@ -215,7 +227,7 @@ class PooledBackend(StepBackend):
         fsize = self._file_size_cap_bytes(spec, step)
         ws = self._workspace(spec, 0)
         try:
-            return self._start_warm_entry(spec, ws, step, fsize)
+            return self._start_warm_entry(spec, ws, step, fsize, start_interpreter=self.config.warm_prestart)
         except BaseException:
             ws.destroy()
             raise
@@ -229,9 +241,10 @@ class PooledBackend(StepBackend):
     def _take_warm(self, spec: RunSpec, input_bytes: int) -> WarmEntry | None:
         if spec.lang.compiled or input_bytes or spec.files or spec.args or spec.env:
             return None
+        program = spec.code.encode()
         with self._pool_cond:
             pool = self._pool.get(spec.lang.name, [])
-            entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb), None)
+            entry = next((e for e in pool if e.disk_mb == spec.limits.disk_mb and self._fits(e, spec, program)), None)
             if entry is None:
                 return None
             pool.remove(entry)  # the filler starts another one when this run ends (_finish_run)
@@ -246,6 +259,31 @@ class PooledBackend(StepBackend):
         except OSError:
             log.warning("could not record run %s in its warm sandbox", spec.run_id, exc_info=True)
         return entry
+
+    def _fits(self, entry: WarmEntry, spec: RunSpec, program: bytes) -> bool:
+        """A started interpreter started under the pool's limits, before its program and files existed: it
+        serves a run whose program fits its pipe and reads from it as from a file, that brings none of
+        the files the interpreter reads at start (Language), and whose limits its start kept within."""
+        if not entry.source_pipe_bytes:
+            return True
+        limits, started = spec.limits, self.config.default_limits
+        return (
+            len(program) <= entry.source_pipe_bytes
+            and spec.lang.reads_like_a_file(spec.code, [s.path for s in spec.sources])
+            and (
+                (limits.memory_mb >= started.memory_mb and limits.pids >= started.pids)
+                or entry.started_within(limits.memory_mb * MIB, limits.pids)
+            )
+        )
+
+    def _write_entry_file(self, spec: RunSpec, ws: Workspace) -> None:
+        warm = self._warm_taken.get(spec.run_id)
+        if warm is not None and warm.source_pipe_bytes:
+            # The interpreter holds the pipe open and reads the program from it when the run starts; the
+            # file is for everything that opens it by name later (tracebacks, __FILE__, the program itself).
+            ws.replace_source(spec.lang.entry_file, spec.code.encode())
+        else:
+            super()._write_entry_file(spec, ws)
 
     # ---- a compiled run's own step, started while it compiles ---------------------------------------
 

@@ -196,6 +196,10 @@ class StepBackend(Backend):
     def _finish_run(self, run_id: str) -> None:
         """Release what the backend holds for this run beyond its workspace (called in run's finally)."""
 
+    def _write_entry_file(self, spec: RunSpec, ws: Workspace) -> None:
+        """The program's entry file in /work (a backend may have an interpreter waiting on it already)."""
+        ws.write_source(spec.lang.entry_file, spec.code.encode())
+
     def _step(self, spec: RunSpec, ws: Workspace, step: Step) -> tuple[StepOutcome, StepUsage]:
         """Run one sandboxed process tree under the step's limits; the backend's one real job."""
         raise NotImplementedError
@@ -268,7 +272,7 @@ class StepBackend(Backend):
         cpu_total: int | None = 0
         try:
             ws = self._workspace_for_run(spec, input_bytes)
-            ws.write_source(lang.entry_file, spec.code.encode())
+            self._write_entry_file(spec, ws)
             for src in spec.sources:
                 ws.write_source(src.path, src.content.encode())
             for f in spec.files:

@@ -97,8 +97,8 @@ def host_listener() -> Iterator[int]:
     srv.close()
 
 
-def _new_backend(name: str, root: Path, parent: str, warm_pool: int) -> Any:
-    config = SandboxConfig(workdir=root / "w", cgroup_parent=f"{parent}-{os.getpid()}", warm_pool=warm_pool)
+def _new_backend(name: str, root: Path, parent: str, warm_pool: int, **config: Any) -> Any:
+    config = SandboxConfig(workdir=root / "w", cgroup_parent=f"{parent}-{os.getpid()}", warm_pool=warm_pool, **config)
     return get_backend(name, config)
 
 
@@ -112,12 +112,13 @@ def _finish(backend: Any) -> None:
 
 
 @contextmanager
-def fresh_pool(name: str, parent: str, size: int) -> Iterator[tuple[Any, Path]]:
-    """A backend of its own, on its own work directory, with its pool started; it must leave nothing."""
+def fresh_pool(name: str, parent: str, size: int, **config: Any) -> Iterator[tuple[Any, Path]]:
+    """A backend of its own (SandboxConfig fields as given), on its own work directory, with its pool
+    started; it must leave nothing."""
     root = Path(tempfile.mkdtemp(prefix=f"{parent}-", dir="/tmp"))
     os.chmod(root, 0o711)
     try:
-        backend = _new_backend(name, root, parent, size)
+        backend = _new_backend(name, root, parent, size, **config)
         backend.check()
         backend.start_pool()
         yield backend, root

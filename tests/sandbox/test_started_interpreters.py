@@ -1,0 +1,245 @@
+"""Started interpreters (bwrap): a warm sandbox starts its interpreter too, which waits on its entry file as
+a pipe until a run gives it the program. The program must not be able to tell: every program here runs
+on such a sandbox and on the cold path, and the two results must be the same. Programs an interpreter
+reads differently from a pipe, runs whose files it reads at start, lower limits than its start needed and
+programs longer than the pipe all take another sandbox, and still give the cold path's result.
+
+The docker backend does not start interpreters ahead (its warm containers wait before the interpreter),
+so this file is about bwrap only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import Limits, RunResult, RunSpec, SandboxConfig, Status
+from sandbox.backends.bwrap import _open_source_pipe
+from sandbox.errors import SandboxUnavailable
+from sandbox.languages import get_language
+from sandbox.spec import SourceFile
+
+from .conftest import fresh_pool
+
+POOL = 2
+
+
+@pytest.fixture(scope="module")
+def started() -> Iterator[Any]:
+    with fresh_pool("bwrap", "codeexec-started", POOL) as (backend, _root):
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def cold() -> Iterator[Any]:
+    with fresh_pool("bwrap", "codeexec-cold", 0) as (backend, _root):
+        yield backend
+
+
+def _full(backend: Any, language: str) -> None:
+    deadline = time.monotonic() + 90
+    while len(backend._pool.get(language, [])) < POOL:
+        assert time.monotonic() < deadline, f"no full {language} pool"
+        time.sleep(0.01)
+
+
+def _started_run(backend: Any, spec: RunSpec) -> tuple[RunResult, bool]:
+    """The result, and whether the run took a started interpreter."""
+    _full(backend, spec.lang.name)
+    assert all(e.source_pipe_bytes for e in backend._pool[spec.lang.name]), "the pool's interpreters are not started"
+    before = backend.warm_used
+    result = backend.run(spec)
+    return result, backend.warm_used > before
+
+
+def _same(a: RunResult, b: RunResult) -> None:
+    fields = ("status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated", "stderr_truncated")
+    assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
+    assert (a.error and a.error.code) == (b.error and b.error.code)
+
+
+# Programs whose behaviour depends on how the interpreter found and read its entry file.
+SAME_AS_FROM_A_FILE = {
+    "python": [
+        "import sys\nprint(sys.argv, __file__, __name__, sys.path[0])\nprint(type(__loader__).__name__, __spec__)\n",
+        "print(open(__file__).read())\n",
+        "import inspect, sys\ndef f():\n    return 1\nprint(inspect.getsource(f))\nprint(sys.stdin.read())\n",
+        "def f():\n    raise ValueError('deep')\nf()\n",
+        "import sys\nsys.exit(3)\n",
+        "\ufeffprint('a BOM')\n",
+        "print('crlf')\r\nprint('lines')\r\n",
+        "#!/usr/bin/env python3\nprint('shebang')\n",
+        "print('é ü ✓')\n",
+        "x = (\n",
+        "",
+        "import os\nprint(sorted(os.listdir('.')), os.stat(__file__).st_size)\n",
+    ],
+    "node": [
+        "console.log(process.argv.slice(1), __filename, require.main === module, module.id)\n",
+        "const fs = require('fs')\nconsole.log(fs.readFileSync(__filename, 'utf8'))\n",
+        "function f() { throw new Error('deep') }\nf()\n",
+        "#!/usr/bin/env node\nconsole.log('shebang')\n",
+        "process.stdin.on('data', d => process.stdout.write(d))\n",
+        "process.exitCode = 4\n",
+        "let x = (\n",
+        "",
+    ],
+    "ruby": [
+        "puts [$0, __FILE__, $PROGRAM_NAME, __dir__].inspect\n",
+        "puts File.read(__FILE__)\n",
+        "# encoding: iso-8859-1\nputs __ENCODING__\n",
+        "def f = raise('deep')\nf\n",
+        "puts STDIN.read\n",
+        "exit 5\n",
+        "x = (\n",
+        "",
+    ],
+    "php": [
+        '<?php\necho __FILE__, " ", __DIR__, " ", $argv[0], " ", $_SERVER["SCRIPT_FILENAME"], "\\n";\n',
+        "<?php\necho file_get_contents(__FILE__);\n",
+        "#!/usr/bin/env php\n<?php echo 'shebang';\n",
+        "plain text, no tag\n",
+        "<?php\nthrow new Exception('deep');\n",
+        "<?php\necho stream_get_contents(STDIN);\n",
+        "<?php\nexit(6);\n",
+        "<?php\n$x = (\n",
+        "<?php\necho 'data: ', file_get_contents(__FILE__, false, null, __COMPILER_HALT_OFFSET__);\n"
+        "__halt_compiler();raw bytes",
+    ],
+}
+CASES = [(lang, code) for lang, codes in SAME_AS_FROM_A_FILE.items() for code in codes]
+
+
+@pytest.mark.parametrize(("language", "code"), CASES, ids=[f"{lang}-{i}" for i, (lang, _) in enumerate(CASES)])
+def test_a_program_runs_on_a_started_interpreter_as_it_runs_from_a_file(
+    started: Any, cold: Any, language: str, code: str
+) -> None:
+    spec = RunSpec(language=language, code=code, stdin="from stdin\n")
+    result, took = _started_run(started, spec)
+    assert took, "the run did not take a started interpreter"
+    _same(result, cold.run(RunSpec(language=language, code=code, stdin="from stdin\n")))
+
+
+# Each of these takes another sandbox, and the result is the cold path's.
+NOT_FOR_A_STARTED_INTERPRETER = {
+    # An encoding declaration: CPython seeks back in the file to decode the rest.
+    "latin-1 declaration": ("python", "# -*- coding: latin-1 -*-\nprint('caf\u00e9')\n", {}),
+    "declaration on line 2": ("python", "#!/usr/bin/env python3\n# vim: set fileencoding=cp1252 :\nprint(1)\n", {}),
+    # DATA is the script file itself: it can rewind.
+    "ruby DATA": ("ruby", "DATA.rewind\nputs DATA.read.size\n__END__\nx\n", {}),
+    # package.json's "type" is read before main.js.
+    "node package.json": (
+        "node",
+        "console.log(typeof require)\n",
+        {"sources": [SourceFile(path="package.json", content='{"type": "module"}')]},
+    ),
+    # Longer than the pipe holds.
+    "program over the pipe": ("python", "print('long')\n" + "#" * (1 << 20) + "\n", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_FOR_A_STARTED_INTERPRETER))
+def test_what_a_started_interpreter_cannot_run_faithfully_takes_another_sandbox(
+    started: Any, cold: Any, case: str
+) -> None:
+    language, code, fields = NOT_FOR_A_STARTED_INTERPRETER[case]
+    result, took = _started_run(started, RunSpec(language=language, code=code, **fields))
+    assert not took
+    _same(result, cold.run(RunSpec(language=language, code=code, **fields)))
+
+
+def test_a_run_with_lower_limits_than_the_pools_takes_one_its_start_fitted(started: Any) -> None:
+    spec = RunSpec(language="python", code="print('small')\n", limits=Limits(memory_mb=64, pids=8))
+    result, took = _started_run(started, spec)
+    assert took and (result.status, result.stdout) == (Status.SUCCEEDED, "small\n")
+
+
+def test_a_started_interpreter_knows_whether_its_start_kept_within_limits(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _full(started, "node")
+    entry = started._pool["node"][0]
+    peak, tasks = entry.cgroup.memory_peak_bytes(), entry.cgroup.pids_current()
+    assert peak and tasks > 2  # node's threads, bwrap's two processes
+    assert entry.started_within(peak, tasks - 2)
+    assert not entry.started_within(peak - 1, tasks - 2)
+    assert not entry.started_within(peak, tasks - 3)
+    # A run with limits below the pool's, which the starts did not keep within, takes another sandbox
+    # (as with an interpreter whose start needs more than a run may ask for).
+    monkeypatch.setattr(type(entry), "started_within", lambda self, memory_bytes, pids: False)
+    result, took = _started_run(started, RunSpec(language="node", code="console.log(1)\n", limits=Limits(pids=8)))
+    assert not took and result.stdout == "1\n"
+    # Limits no lower than the pool's need no such check.
+    result, took = _started_run(started, RunSpec(language="node", code="console.log(2)\n"))
+    assert took and result.stdout == "2\n"
+
+
+def test_the_interpreter_is_running_before_the_run_and_its_start_is_not_the_runs(started: Any, cold: Any) -> None:
+    _full(started, "python")
+    entry = started._pool["python"][0]
+    comms = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in entry.cgroup.procs()}
+    assert "python3" in comms, comms
+    assert (entry.ws.work / "main.py").is_fifo()
+    # Its start's CPU time is not counted in the run's usage: most of what a cold run of `pass` counts.
+    result, took = _started_run(started, RunSpec(language="python", code="pass\n"))
+    baseline = cold.run(RunSpec(language="python", code="pass\n"))
+    assert took and result.status == baseline.status == Status.SUCCEEDED
+    assert result.usage.cpu_ms is not None and baseline.usage.cpu_ms is not None
+    assert result.usage.cpu_ms < baseline.usage.cpu_ms / 2, (result.usage, baseline.usage)
+
+
+def test_the_entry_file_is_a_regular_file_of_the_sandbox_user_when_the_program_runs(started: Any) -> None:
+    code = "import os, stat\ns = os.stat('main.py')\nprint(stat.S_ISREG(s.st_mode), s.st_uid, oct(s.st_mode & 0o777))\n"
+    result, took = _started_run(started, RunSpec(language="python", code=code))
+    assert took and result.stdout == "True 1000 0o644\n", result.stderr
+
+
+def test_the_prestart_can_be_turned_off() -> None:
+    assert SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": "0"}).warm_prestart is False
+    assert SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": "off"}).warm_prestart is False
+    assert SandboxConfig.from_env({}).warm_prestart is True
+    with fresh_pool("bwrap", "codeexec-unstarted", 1, warm_prestart=False) as (backend, _root):
+        assert backend.wait_for_pool(60)
+        entries = [e for pool in backend._pool.values() for e in pool]
+        assert entries and not any(e.source_pipe_bytes for e in entries)
+        assert not any((e.ws.work / get_language(e.language).entry_file).exists() for e in entries)
+        result = backend.run(RunSpec(language="python", code="print('blocked before python')"))
+        assert result.stdout == "blocked before python\n" and backend.warm_used == 1
+
+
+def test_an_interpreter_that_exits_before_opening_its_program_is_reported(tmp_path: Path) -> None:
+    pipe = tmp_path / "main.py"
+    os.mkfifo(pipe)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "echo 'no such module' >&2; exit 3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        with pytest.raises(
+            SandboxUnavailable, match=r"python exited \(status 3\) before it opened its program: no such"
+        ):
+            _open_source_pipe(pipe, proc, get_language("python"))
+    finally:
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            assert stream is not None
+            stream.close()
+
+
+def test_the_write_end_opens_once_a_reader_has_the_pipe(tmp_path: Path) -> None:
+    pipe = tmp_path / "main.py"
+    os.mkfifo(pipe)
+    proc = subprocess.Popen(["/bin/sh", "-c", f"sleep 0.2; exec cat {pipe}"], stdout=subprocess.PIPE)
+    try:
+        fd = _open_source_pipe(pipe, proc, get_language("python"))
+        os.write(fd, b"the program")
+        os.close(fd)
+        assert proc.communicate(timeout=10)[0] == b"the program"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
