@@ -18,13 +18,15 @@ from .bare import GO_BINARY, Bare
 from .common import EXPECTED_STDOUT, HELLO, Action, BenchError, alternate, progress
 
 GO_CACHED = "go-cache"
-WARM = "-warm"  # suffix of the rows measured through bwrap's warm pool (as a worker runs them)
+# Suffixes of the rows measured through bwrap's warm pool: as a worker runs them (the interpreter started
+# with the sandbox, waiting for its program), and with SANDBOX_WARM_PRESTART=0 (blocked before it).
+WARM, BLOCKED = "-warm", "-blocked"
 WARM_POOL = 2
 
 
 def bare_of(label: str) -> str:
     """The bare figure a row compares with: its own language, Go's prebuilt binary for go-cache."""
-    return GO_BINARY if label == GO_CACHED else label.removesuffix(WARM)
+    return GO_BINARY if label == GO_CACHED else label.removesuffix(WARM).removesuffix(BLOCKED)
 
 
 BUILD_CACHE_MB = 64
@@ -69,17 +71,26 @@ def measure(
     warm_config = dataclasses.replace(
         config, workdir=workdir / "warm", cgroup_parent=f"{cgroup_parent}-warm", warm_pool=WARM_POOL
     )
-    with started(name, config) as cold, started(name, cached_config) as cached, started(name, warm_config) as warm:
+    blocked_config = dataclasses.replace(
+        warm_config, workdir=workdir / "blocked", cgroup_parent=f"{cgroup_parent}-blocked", warm_prestart=False
+    )
+    with (
+        started(name, config) as cold,
+        started(name, cached_config) as cached,
+        started(name, warm_config) as warm,
+        started(name, blocked_config) as blocked,
+    ):
         pooled = name == "bwrap"  # docker's warm pool is measured next to `docker run` (docker_overhead.py)
         if pooled:
             warm.start_pool()
+            blocked.start_pool()
         for lang in languages:
             compiled = lang == "go"
             cases = [(lang, lang, cold, build_runs if compiled else runs)]
             if compiled:
                 cases.append((GO_CACHED, bare_of(GO_CACHED), cached, runs))
             elif pooled:
-                cases.append((lang + WARM, lang, warm, runs))
+                cases += [(lang + WARM, lang, warm, runs), (lang + BLOCKED, lang, blocked, runs)]
             for label, bare_lang, backend, n in cases:
                 progress(f"{name} {label}: {n} runs, alternating with bare {bare_lang}")
                 sandboxed, plain = run_action(backend, lang), bare.action(bare_lang)

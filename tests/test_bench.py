@@ -90,11 +90,13 @@ def test_it_measures_every_language_bare(report: dict[str, Any]) -> None:
 def test_it_measures_the_bwrap_backend_alone_against_bare(report: dict[str, Any]) -> None:
     rows = report["sandbox"]["bwrap"]
     interpreted = [lang for lang in LANGUAGES if lang != "go"]
-    assert sorted(rows) == sorted([*LANGUAGES, "go-cache", *(f"{lang}-warm" for lang in interpreted)])
+    warm = [f"{lang}-{how}" for lang in interpreted for how in ("warm", "blocked")]
+    assert sorted(rows) == sorted([*LANGUAGES, "go-cache", *warm])
     for lang in LANGUAGES:
         assert_latency(rows[lang], bare=lang)
-    for lang in interpreted:  # through the warm pool, against the same bare figure
+    for lang in interpreted:  # through the warm pool (interpreters started, or not), against the same bare figure
         assert_latency(rows[f"{lang}-warm"], bare=lang)
+        assert_latency(rows[f"{lang}-blocked"], bare=lang)
     assert_latency(rows["go-cache"], bare="go-binary")
 
 

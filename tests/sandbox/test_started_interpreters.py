@@ -78,6 +78,10 @@ SAME_AS_FROM_A_FILE = {
         "x = (\n",
         "",
         "import os\nprint(sorted(os.listdir('.')), os.stat(__file__).st_size)\n",
+        "print(1)\x00\n",
+        "print(1)\rprint(2)\r",
+        "x = '" + "a" * 100_000 + "'\nprint(len(x))\n",
+        "# coding\nprint('no declaration: the word alone')\n",
     ],
     "node": [
         "console.log(process.argv.slice(1), __filename, require.main === module, module.id)\n",
@@ -88,6 +92,8 @@ SAME_AS_FROM_A_FILE = {
         "process.exitCode = 4\n",
         "let x = (\n",
         "",
+        "import fs from 'fs'\nconsole.log(typeof fs.readFileSync)\n",
+        "console.log(1)\x00\n",
     ],
     "ruby": [
         "puts [$0, __FILE__, $PROGRAM_NAME, __dir__].inspect\n",
@@ -98,6 +104,9 @@ SAME_AS_FROM_A_FILE = {
         "exit 5\n",
         "x = (\n",
         "",
+        "puts 1\r\nputs 2\r\n",
+        "puts 1\x00\n",
+        "puts DATA.inspect rescue puts $!.class\n",
     ],
     "php": [
         '<?php\necho __FILE__, " ", __DIR__, " ", $argv[0], " ", $_SERVER["SCRIPT_FILENAME"], "\\n";\n',
