@@ -53,10 +53,10 @@ SOFT_OPEN_FILES = 1024
 SH = "/bin/sh"
 SETPRIV = "/usr/bin/setpriv"
 INFO_TIMEOUT_S = 10.0
-# A started interpreter (pool.py) must open its program's pipe within this time (checked every poll).
-PRESTART_TIMEOUT_S, PRESTART_POLL_S = 30.0, 0.002
-# What a started interpreter's program pipe is grown to (MAX_CODE_BYTES is 256 KiB by default); a
-# longer program takes another sandbox.
+# A started interpreter's program pipe (pool.py): how often a run whose interpreter is still starting
+# checks whether it has opened its end yet, and what the pipe is grown to for a program longer than the
+# kernel's default of 64 KiB (MAX_CODE_BYTES is 256 KiB by default); a longer program takes another sandbox.
+SOURCE_POLL_S = 0.001
 SOURCE_PIPE_BYTES = 1 << 20
 # What the spawned process runs as root before it becomes setpriv, then bwrap (step 2 above), with its
 # arguments: the file size cap in 512-byte blocks (POSIX `ulimit -f` units; shells in POSIX mode, dash,
@@ -249,8 +249,9 @@ class BwrapBackend(PooledBackend):
             # bwrap set itself up inside the group: the run's usage counts from its program on, cold or warm.
             cgroup.reset_usage()
             started = time.monotonic()
-            if isinstance(warm, _Warm) and warm.source_w is not None:
-                warm.feed(spec.code.encode())  # the started interpreter reads its program now
+            if isinstance(warm, _Warm) and warm.source_pipe is not None:
+                # The started interpreter reads its program now (once its start got that far: on the clock).
+                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000)
             else:
                 os.write(block_w, b"1")  # the program starts now, inside its cgroup
             is_cancelled = self._cancel_check(ws, step)
@@ -308,17 +309,14 @@ class BwrapBackend(PooledBackend):
             block_w=block_w,
             fds=fds,
         )
-        if pipe is None:
-            return warm
-        try:
-            # The interpreter starts now, under the pool's limits, and stops where it opens its program.
-            os.write(block_w, b"1")
-            warm.source_w = _open_source_pipe(pipe, proc, spec.lang)
-            fds.append(warm.source_w)
-            warm.source_pipe_bytes = _grow_pipe(warm.source_w, SOURCE_PIPE_BYTES)
-        except BaseException:
-            warm.discard(keep_workspace=True)
-            raise
+        if pipe is not None:
+            try:
+                # The interpreter starts now, under the pool's limits, and stops where it reads its program.
+                os.write(block_w, b"1")
+            except BaseException:
+                warm.discard(keep_workspace=True)
+                raise
+            warm.source_pipe, warm.source_pipe_bytes = pipe, SOURCE_PIPE_BYTES
         return warm
 
     def _backend_leftovers(self) -> list[str]:
@@ -335,7 +333,7 @@ class _Warm(WarmEntry):
     proc: subprocess.Popen[bytes] = dataclasses.field(kw_only=True)
     block_w: int = dataclasses.field(kw_only=True)
     fds: list[int] = dataclasses.field(kw_only=True)
-    source_w: int | None = dataclasses.field(default=None, kw_only=True)  # a started interpreter's pipe (in fds)
+    source_pipe: Path | None = dataclasses.field(default=None, kw_only=True)  # a started interpreter's
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -346,18 +344,29 @@ class _Warm(WarmEntry):
         peak = self.cgroup.memory_peak_bytes()
         return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + BWRAP_OWN_PIDS
 
-    def feed(self, program: bytes) -> None:
-        """Give the started interpreter its program: all of it into the empty pipe, which holds it (the
-        pool's _fits), then the end of file."""
-        assert self.source_w is not None
-        fd, self.source_w = self.source_w, None
-        self.fds.remove(fd)
+    def feed(self, program: bytes, deadline: float) -> None:
+        """Give the started interpreter its program. Once the interpreter has opened its end of the pipe
+        (it may still be starting), all of the program goes into it (the pipe holds it: the pool's _fits),
+        the entry file becomes a regular file with the program (renamed over the pipe), and only then
+        does the end of file come: the interpreter runs nothing before it has read all, so the program
+        finds its file in place. An interpreter that exits first, or a deadline that passes, is left to
+        supervise(), which reports it as it would a cold run's."""
+        assert self.source_pipe is not None
+        fd = _open_when_read(self.source_pipe, self.proc, deadline)
+        if fd is None:
+            return
         try:
-            written = os.write(fd, program) if program else 0
+            if len(program) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, self.source_pipe_bytes)
+            try:
+                written = os.write(fd, program) if program else 0
+            except BrokenPipeError:
+                return  # the interpreter died meanwhile
+            if written != len(program):
+                raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
+            self.ws.replace_source(self.source_pipe.name, program)
         finally:
             os.close(fd)
-        if written != len(program):
-            raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
 
     def discard(self, keep_workspace: bool = False) -> None:
         self.cgroup.destroy()
@@ -383,37 +392,19 @@ def _enter_args(fsize: int, cgroup: RunCgroup) -> list[str]:
     return [str(fsize // 512), str(SOFT_OPEN_FILES), str(MAX_OPEN_FILES), str(len(procs)), *procs]
 
 
-def _open_source_pipe(pipe: Path, proc: subprocess.Popen[bytes], lang: Language) -> int:
-    """The write end of a started interpreter's program pipe, once the interpreter has opened it (the
-    open fails with ENXIO before: a FIFO without a reader). The interpreter is still starting meanwhile."""
-    deadline = time.monotonic() + PRESTART_TIMEOUT_S
+def _open_when_read(pipe: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
+    """The write end of a started interpreter's program pipe, once the interpreter has opened its end (the
+    open fails with ENXIO before: a FIFO without a reader); None if the process ended or `deadline` passed
+    first."""
     while True:
         try:
             return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno != errno.ENXIO:
                 raise
-        if proc.poll() is not None:
-            said = b""
-            if proc.stderr is not None:
-                os.set_blocking(proc.stderr.fileno(), False)
-                said = proc.stderr.read(4096) or b""
-            raise SandboxUnavailable(
-                f"{lang.name} exited (status {proc.returncode}) before it opened its program: "
-                f"{said.decode(errors='replace').strip()[-500:]}"
-            )
-        if time.monotonic() > deadline:
-            raise SandboxUnavailable(f"{lang.name} did not open its program within {PRESTART_TIMEOUT_S:.0f} s")
-        time.sleep(PRESTART_POLL_S)
-
-
-def _grow_pipe(fd: int, size: int) -> int:
-    """Make the pipe hold `size` bytes if the kernel lets it; what it holds."""
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except OSError:
-        log.debug("could not grow a program pipe to %d bytes", size, exc_info=True)
-    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            return None
+        time.sleep(SOURCE_POLL_S)
 
 
 def _close_all(fds: list[int]) -> None:

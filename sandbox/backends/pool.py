@@ -86,8 +86,8 @@ class WarmEntry:
         raise NotImplementedError
 
     def started_within(self, memory_bytes: int, pids: int) -> bool:
-        """A started interpreter: whether its start used no more memory and processes than these limits
-        allow (so it would have started under them too)."""
+        """A started interpreter: whether its start has used no more memory and processes so far than these
+        limits allow (what remains of it runs under them: as it would have started under them)."""
         return not self.source_pipe_bytes
 
 
@@ -278,12 +278,10 @@ class PooledBackend(StepBackend):
 
     def _write_entry_file(self, spec: RunSpec, ws: Workspace) -> None:
         warm = self._warm_taken.get(spec.run_id)
-        if warm is not None and warm.source_pipe_bytes:
-            # The interpreter holds the pipe open and reads the program from it when the run starts; the
-            # file is for everything that opens it by name later (tracebacks, __FILE__, the program itself).
-            ws.replace_source(spec.lang.entry_file, spec.code.encode())
-        else:
+        if warm is None or not warm.source_pipe_bytes:
             super()._write_entry_file(spec, ws)
+        # else the entry file is the started interpreter's pipe until the run starts: the program goes into
+        # the pipe, and the file replaces it before the interpreter has read all (the backend's _step).
 
     # ---- a compiled run's own step, started while it compiles ---------------------------------------
 
@@ -329,6 +327,8 @@ class PooledBackend(StepBackend):
                 self.warm_used += 1
             return warm
         warm.discard(keep_workspace=True)
+        if warm.source_pipe_bytes:  # the cold path reads the entry file, not a pipe
+            warm.ws.replace_source(spec.lang.entry_file, spec.code.encode())
         return None
 
     def _finish_run(self, run_id: str) -> None:
