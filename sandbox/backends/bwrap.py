@@ -7,7 +7,9 @@ Containment pipeline of one step (compile or run), top to bottom:
      execs bwrap — so bwrap never runs as root, and is in the group, limited and counted, from its
      first instruction (its cgroup namespace, too, is rooted at the step's group);
   3. bwrap builds the namespaces and mounts, reports on --info-fd and waits on --block-fd;
-  4. release the block: the user's program is forked only now, inside the group, under seccomp;
+  4. release the block: the user's program is forked only now, inside the group, under seccomp (a warm
+     sandbox with a started interpreter is released when it starts, and its interpreter waits for the
+     program on a pipe at its entry file instead: pool.py);
   5. supervise I/O, wall clock and cgroup CPU time; kill the whole group on any limit;
   6. in `finally`: kill what is left, remove the group.
 """

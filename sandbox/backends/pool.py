@@ -10,6 +10,14 @@ written into the sandbox's cgroup and its counters reset, its sources go into /w
 the program released. Anything else takes the cold path. A warm sandbox is never reused; the thread
 starts another once runs have been quiet for REFILL_QUIET_S, or at once when its language has none left.
 
+With `config.warm_prestart` (bwrap), a warm sandbox goes one step further: it is released at once, and
+its interpreter starts with the run's own argv and environment and stops where it opens its entry file,
+which is a pipe until a run comes. The run writes its program into the pipe, the entry file becomes a
+regular file, and the end of file lets the interpreter run it: the interpreter's start is off the run's
+path too. A run whose program an interpreter would read differently from a pipe, that brings a file the
+interpreter reads as it starts, or whose lower limits the start did not keep within, takes another
+sandbox (`_fits`). A run that comes while the interpreter is still starting waits for the rest of it.
+
 The same entries serve a compiled language's run step: `_prestart_run_step` starts it, with the run's
 own limits, on a long-lived thread while the compiler runs, and the run step takes it as a warm one
 (or the cold way if the compile failed to leave it alive); a compile that fails discards it.
