@@ -15,7 +15,7 @@ from .common import percentile, ratio, summarize
 from .sandbox_only import bare_of
 
 Samples = dict[str, list[float]]
-THROUGHPUT_LABELS = {"bare": "bare python", "bwrap": "bwrap (in-process)", "e2e": "POST /v1/runs (wait: true)"}
+THROUGHPUT_LABELS = {"bare": "bare python", "bwrap": "bwrap (in-process, pool)", "e2e": "POST /v1/runs (wait: true)"}
 
 
 def build(

@@ -5,7 +5,7 @@
 2. the docker backend next to a plain `docker run --rm` of the python runner image (when Docker works);
 3. end to end: `POST /v1/runs` with `wait: true` through a private stack the bench starts and removes
    (gunicorn + rundramatiq, its own database, Redis database, directories and cgroup parent);
-4. throughput at several concurrencies: bare, the bwrap backend in-process, end to end;
+4. throughput at several concurrencies: bare, the bwrap backend in-process (with its warm pool), end to end;
 5. load: a mix of languages at 80 % of the stack's capacity, open loop, for a minute: no 5xx, no lost
    run, and the servers' RSS over time (bench/load.py).
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             private_stack(opts.database_url, opts.redis_url, opts.cgroup_parent) as stack,
             sandbox_only.started("bwrap", config) as backend,
         ):
+            backend.start_pool()  # as a worker runs it: runs take warm sandboxes while the pool keeps up
             try:
                 client = e2e.Client(stack)
                 api_ms = e2e.measure(client, bare, opts.requests)
