@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..cgroups import CgroupDriver, RunCgroup
@@ -248,15 +248,18 @@ class BwrapBackend(PooledBackend):
             else:
                 cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
-            # bwrap set itself up inside the group: the run's usage counts from its program on, cold or warm.
-            cgroup.reset_usage()
+            started_interpreter = isinstance(warm, _Warm) and warm.source_pipe is not None
+            if not started_interpreter:
+                # bwrap set itself up inside the group: the run's usage counts from its program on. (A
+                # started interpreter's counts from its interpreter's start on, as a cold run's does.)
+                cgroup.reset_usage()
             started = time.monotonic()
-            if isinstance(warm, _Warm) and warm.source_pipe is not None:
-                # The started interpreter reads its program now (once its start got that far: on the clock).
-                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000)
+            is_cancelled = self._cancel_check(ws, step)
+            if isinstance(warm, _Warm) and started_interpreter:
+                # It reads its program now, once its start got that far (on the run's clock).
+                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
             else:
                 os.write(block_w, b"1")  # the program starts now, inside its cgroup
-            is_cancelled = self._cancel_check(ws, step)
             outcome = supervise(
                 proc,
                 step.stdin,
@@ -313,7 +316,9 @@ class BwrapBackend(PooledBackend):
         )
         if pipe is not None:
             try:
-                # The interpreter starts now, under the pool's limits, and stops where it reads its program.
+                # The interpreter starts now, under the pool's limits, and stops where it reads its program;
+                # its CPU time and memory count from here, as a cold run's count from its interpreter's start.
+                cgroup.reset_usage()
                 os.write(block_w, b"1")
             except BaseException:
                 warm.discard(keep_workspace=True)
@@ -346,27 +351,31 @@ class _Warm(WarmEntry):
         peak = self.cgroup.memory_peak_bytes()
         return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + BWRAP_OWN_PIDS
 
-    def feed(self, program: bytes, deadline: float) -> None:
+    def feed(self, program: bytes, deadline: float, cancelled: Callable[[], bool]) -> None:
         """Give the started interpreter its program. Once the interpreter has opened its end of the pipe
-        (it may still be starting), all of the program goes into it (the pipe holds it: the pool's _fits),
-        the entry file becomes a regular file with the program (renamed over the pipe), and only then
-        does the end of file come: the interpreter runs nothing before it has read all, so the program
-        finds its file in place. An interpreter that exits first, or a deadline that passes, is left to
-        supervise(), which reports it as it would a cold run's."""
+        (it may still be starting), the entry file becomes a regular file with the program (renamed over
+        the pipe, for everything that opens it by name: a syntax error's report, tracebacks, the program
+        itself), then the program goes into the pipe (which holds it all: the pool's _fits), then the end
+        of file. An interpreter that exits first, a deadline that passes or a cancel is left to
+        supervise(), which reports it as on the cold path. Anything else that fails kills the sandbox
+        before the end of file could let a part of the program run."""
         assert self.source_pipe is not None
-        fd = _open_when_read(self.source_pipe, self.proc, deadline)
+        fd = _open_when_read(self.source_pipe, self.proc, deadline, cancelled)
         if fd is None:
             return
         try:
+            self.ws.replace_source(self.source_pipe.name, program)
             if len(program) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, self.source_pipe_bytes)
             try:
                 written = os.write(fd, program) if program else 0
             except BrokenPipeError:
-                return  # the interpreter died meanwhile
+                return  # the interpreter died meanwhile: supervise() reports how
             if written != len(program):
                 raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
-            self.ws.replace_source(self.source_pipe.name, program)
+        except BaseException:
+            self.cgroup.kill_all()
+            raise
         finally:
             os.close(fd)
 
@@ -394,19 +403,31 @@ def _enter_args(fsize: int, cgroup: RunCgroup) -> list[str]:
     return [str(fsize // 512), str(SOFT_OPEN_FILES), str(MAX_OPEN_FILES), str(len(procs)), *procs]
 
 
-def _open_when_read(pipe: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
+def _open_when_read(
+    pipe: Path, proc: subprocess.Popen[bytes], deadline: float, cancelled: Callable[[], bool]
+) -> int | None:
     """The write end of a started interpreter's program pipe, once the interpreter has opened its end (the
-    open fails with ENXIO before: a FIFO without a reader); None if the process ended or `deadline` passed
-    first."""
+    open fails with ENXIO before: a FIFO without a reader); None if the process ended, `deadline` passed
+    or the run was cancelled first. The process is not reaped: supervise() watches it next."""
     while True:
         try:
             return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno != errno.ENXIO:
                 raise
-        if proc.poll() is not None or time.monotonic() >= deadline:
+        if _exited(proc) or time.monotonic() >= deadline or cancelled():
             return None
         time.sleep(SOURCE_POLL_S)
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the process has ended, leaving it unreaped (Popen.poll() would reap it)."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _close_all(fds: list[int]) -> None:

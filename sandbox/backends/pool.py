@@ -12,9 +12,10 @@ starts another once runs have been quiet for REFILL_QUIET_S, or at once when its
 
 With `config.warm_prestart` (bwrap), a warm sandbox goes one step further: it is released at once, and
 its interpreter starts with the run's own argv and environment and stops where it opens its entry file,
-which is a pipe until a run comes. The run writes its program into the pipe, the entry file becomes a
-regular file, and the end of file lets the interpreter run it: the interpreter's start is off the run's
-path too. A run whose program an interpreter would read differently from a pipe, that brings a file the
+which is a pipe until a run comes. Once the interpreter holds the pipe open, the entry file becomes a
+regular file with the program, the program goes into the pipe, and the end of file lets the interpreter
+run it: the interpreter's start is off the run's path too (its CPU time and memory still count, as on a
+cold run). A run whose program an interpreter would read differently from a pipe, that brings a file the
 interpreter reads as it starts, or whose lower limits the start did not keep within, takes another
 sandbox (`_fits`). A run that comes while the interpreter is still starting waits for the rest of it.
 
@@ -171,7 +172,8 @@ class PooledBackend(StepBackend):
         return [lang for lang in all_languages() if not lang.compiled]
 
     def _fill_pool(self) -> None:
-        retry_s = RETRY_S
+        retry_s = dead_s = RETRY_S
+        last_death = -RETRY_MAX_S
         while not self._pool_stop.is_set():
             with self._pool_cond:
                 dead = [e for pool in self._pool.values() for e in pool if not e.alive()]
@@ -179,6 +181,17 @@ class PooledBackend(StepBackend):
                     self._pool[entry.language].remove(entry)
             for entry in dead:
                 entry.discard()
+            if dead:
+                # Also an interpreter that cannot start (a started one dies in its sandbox): its start
+                # succeeded as far as the pool saw, so the replacements back off as failed starts do.
+                now = time.monotonic()
+                dead_s = RETRY_S if now - last_death > RETRY_MAX_S else dead_s
+                last_death = now
+                names = ", ".join(sorted({e.language for e in dead}))
+                log.warning("warm sandboxes died while idle (%s); replaced in %.0f s", names, dead_s)
+                self._pool_stop.wait(dead_s)
+                dead_s = min(dead_s * 2, RETRY_MAX_S)
+                continue
             with self._pool_cond:
                 wanted = [
                     lang
@@ -288,8 +301,8 @@ class PooledBackend(StepBackend):
         warm = self._warm_taken.get(spec.run_id)
         if warm is None or not warm.source_pipe_bytes:
             super()._write_entry_file(spec, ws)
-        # else the entry file is the started interpreter's pipe until the run starts: the program goes into
-        # the pipe, and the file replaces it before the interpreter has read all (the backend's _step).
+        # else the entry file is the started interpreter's pipe until the run starts: once the interpreter
+        # holds it open, the file replaces it and the program goes into it (the backend's _step).
 
     # ---- a compiled run's own step, started while it compiles ---------------------------------------
 
