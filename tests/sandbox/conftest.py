@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +110,14 @@ def _finish(backend: Any) -> None:
     if backend.name == "bwrap":
         backend.cgroups.remove_parent()
     assert leftovers == [], leftovers
+
+
+def run_in_thread(backend: Backend, spec: RunSpec) -> tuple[threading.Thread, list[RunResult]]:
+    """Start `backend.run(spec)` on a thread; its result is appended to the list when it ends."""
+    results: list[RunResult] = []
+    thread = threading.Thread(target=lambda: results.append(backend.run(spec)), daemon=True)
+    thread.start()
+    return thread, results
 
 
 @contextmanager

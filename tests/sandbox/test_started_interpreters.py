@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from sandbox.languages import get_language
 from sandbox.spec import SourceFile
 from sandbox.supervise import supervise
 
-from .conftest import fresh_pool
+from .conftest import fresh_pool, run_in_thread
 
 POOL = 2
 
@@ -273,18 +272,11 @@ def _frozen_start(backend: Any, language: str) -> Any:
     return entry
 
 
-def _in_thread(backend: Any, spec: RunSpec) -> tuple[threading.Thread, list[RunResult]]:
-    results: list[RunResult] = []
-    thread = threading.Thread(target=lambda: results.append(backend.run(spec)), daemon=True)
-    thread.start()
-    return thread, results
-
-
 def test_a_run_whose_interpreter_is_still_starting_waits_for_it(unpooled: Any) -> None:
     """It takes the sandbox all the same (a cold start would be slower still) and waits, on its clock."""
     entry = _frozen_start(unpooled, "node")
     spec = RunSpec(language="node", code="console.log(require('fs').readFileSync(__filename, 'utf8').length)\n")
-    thread, results = _in_thread(unpooled, spec)
+    thread, results = run_in_thread(unpooled, spec)
     time.sleep(0.5)
     assert thread.is_alive() and unpooled.warm_used == 1  # taken, waiting for the interpreter
     assert entry.cgroup._freeze(False)
@@ -297,7 +289,7 @@ def test_a_run_whose_interpreter_is_still_starting_waits_for_it(unpooled: Any) -
 def test_a_run_waiting_for_its_interpreter_can_be_cancelled(unpooled: Any) -> None:
     _frozen_start(unpooled, "python")
     spec = RunSpec(language="python", code="print('never')\n", limits=Limits(timeout_ms=30_000))
-    thread, results = _in_thread(unpooled, spec)
+    thread, results = run_in_thread(unpooled, spec)
     time.sleep(0.3)
     began = time.monotonic()
     assert unpooled.cancel(spec.run_id)
@@ -310,7 +302,7 @@ def test_a_run_waiting_for_its_interpreter_can_be_cancelled(unpooled: Any) -> No
 def test_an_interpreter_that_dies_before_its_program_is_reported_as_on_the_cold_path(unpooled: Any) -> None:
     """Killed while the run waits for it: the run reports the kill, as it would a cold run's."""
     entry = _frozen_start(unpooled, "python")
-    thread, results = _in_thread(unpooled, RunSpec(language="python", code="print('never')\n"))
+    thread, results = run_in_thread(unpooled, RunSpec(language="python", code="print('never')\n"))
     time.sleep(0.3)
     bwrap_pid = entry.proc.pid
     os.kill(bwrap_pid, signal.SIGKILL)

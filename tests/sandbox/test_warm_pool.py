@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from sandbox.cgroups import RunCgroup
 from sandbox.result import ErrorCode
 from sandbox.spec import InputFile
 
-from .conftest import BACKENDS, fresh_pool
+from .conftest import BACKENDS, fresh_pool, run_in_thread
 
 POOL = 2
 INTERPRETED = ("python", "node", "ruby", "php")
@@ -70,18 +69,11 @@ def _kill_idle(entry: Any) -> None:
         entry.gated.container.kill()
 
 
-def _in_thread(backend: Any, spec: RunSpec) -> tuple[threading.Thread, list[RunResult]]:
-    results: list[RunResult] = []
-    thread = threading.Thread(target=lambda: results.append(backend.run(spec)), daemon=True)
-    thread.start()
-    return thread, results
-
-
 def test_a_default_run_runs_in_a_sandbox_started_before_it(pooled: Any) -> None:
     _full(pooled)
     idle = {e.name for e in pooled._pool["python"]}
     spec = RunSpec(language="python", code="import time\ntime.sleep(2)\nprint('done')\n")
-    thread, results = _in_thread(pooled, spec)
+    thread, results = run_in_thread(pooled, spec)
     seen: set[str] = set()
 
     def taken() -> bool:
@@ -214,7 +206,7 @@ def test_a_run_on_a_warm_sandbox_can_be_cancelled(pooled: Any, where: str) -> No
     _full(pooled)
     before = pooled.warm_used
     spec = RunSpec(language="python", code="import time\nprint('started', flush=True)\ntime.sleep(30)\n")
-    thread, results = _in_thread(pooled, spec)
+    thread, results = run_in_thread(pooled, spec)
     _wait(lambda: pooled.warm_used > before, "the run to take a warm sandbox")
     time.sleep(0.3)
     # A worker cancels through its own backend; another process on this host has a backend of its own.
@@ -295,7 +287,7 @@ def test_a_compiled_runs_program_step_is_started_while_it_compiles(pooled: Any) 
     code = _go(GO_HELLO)
     spec = RunSpec(language="go", code=code)
     before, warm_before = pooled.prestarted_used, pooled.warm_used
-    thread, results = _in_thread(pooled, spec)
+    thread, results = run_in_thread(pooled, spec)
     kind = "container" if pooled.name == "docker" else "cgroup"
     run_item, compile_item = (
         (f"container:codeexec-{spec.run_id}-run", f"container:codeexec-{spec.run_id}-compile")
@@ -338,7 +330,7 @@ def test_a_run_cancelled_while_it_compiles_leaves_nothing(pooled: Any) -> None:
         + '\n\nfunc main() {{ fmt.Println(f1(1), "{tag}") }}\n'
     )
     spec = RunSpec(language="go", code=code)
-    thread, results = _in_thread(pooled, spec)
+    thread, results = run_in_thread(pooled, spec)
     compile_item = (
         f"container:codeexec-{spec.run_id}-compile" if pooled.name == "docker" else f"cgroup:{spec.run_id}.compile"
     )
