@@ -248,16 +248,16 @@ class BwrapBackend(PooledBackend):
             else:
                 cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
-            started_interpreter = isinstance(warm, _Warm) and warm.source_pipe is not None
-            if not started_interpreter:
+            interpreter = warm if isinstance(warm, _Warm) and warm.source_pipe is not None else None
+            if interpreter is None:
                 # bwrap set itself up inside the group: the run's usage counts from its program on. (A
                 # started interpreter's counts from its interpreter's start on, as a cold run's does.)
                 cgroup.reset_usage()
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
-            if isinstance(warm, _Warm) and started_interpreter:
+            if interpreter is not None:
                 # It reads its program now, once its start got that far (on the run's clock).
-                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
+                interpreter.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
             else:
                 os.write(block_w, b"1")  # the program starts now, inside its cgroup
             outcome = supervise(
