@@ -100,8 +100,7 @@ def supervise(
     sel.register(pidfd, selectors.EVENT_READ)
     killed_for: str | None = None
     exited_at: float | None = None
-    # First read at once: the group may have spent CPU time before `started` (a started interpreter's start).
-    next_cpu_check = start if cpu_limit_ms is not None else float("inf")
+    next_cpu_check = start + MIN_CPU_POLL_S if cpu_limit_ms is not None else float("inf")
 
     def do_kill(reason: str) -> None:
         nonlocal killed_for

@@ -248,11 +248,10 @@ class BwrapBackend(PooledBackend):
             else:
                 cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
                 proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
+            # bwrap (and a started interpreter) set itself up inside the group: the run's usage counts from
+            # its program on, cold or warm, as its wall time does.
+            cgroup.reset_usage()
             interpreter = warm if isinstance(warm, _Warm) and warm.source_pipe is not None else None
-            if interpreter is None:
-                # bwrap set itself up inside the group: the run's usage counts from its program on. (A
-                # started interpreter's counts from its interpreter's start on, as a cold run's does.)
-                cgroup.reset_usage()
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
             if interpreter is not None:
@@ -316,9 +315,7 @@ class BwrapBackend(PooledBackend):
         )
         if pipe is not None:
             try:
-                # The interpreter starts now, under the pool's limits, and stops where it reads its program;
-                # its CPU time and memory count from here, as a cold run's count from its interpreter's start.
-                cgroup.reset_usage()
+                # The interpreter starts now, under the pool's limits, and stops where it reads its program.
                 os.write(block_w, b"1")
             except BaseException:
                 warm.discard(keep_workspace=True)

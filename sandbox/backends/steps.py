@@ -336,6 +336,13 @@ class StepBackend(Backend):
         except InvalidSpec:
             raise
         except (SandboxUnavailable, OSError) as exc:
+            if cancel_event.is_set() or (ws is not None and (ws.run_dir / "cancelled").exists()):
+                # The cancel killed a sandbox as it was starting (bubblewrap then reports no child).
+                return RunResult(
+                    status=Status.CANCELLED,
+                    error=RunError(ErrorCode.CANCELLED, "The run was cancelled."),
+                    usage=Usage(wall_ms=None, cpu_ms=None),
+                )
             log.exception("sandbox failure in run %s", spec.run_id)
             return RunResult(
                 status=Status.ERROR,

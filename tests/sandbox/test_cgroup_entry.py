@@ -71,6 +71,27 @@ def test_a_step_that_cannot_enter_its_group_never_starts_bubblewrap(bwrap: Any, 
     assert "RAN" not in result.stdout
 
 
+def test_a_cancel_that_kills_bubblewrap_as_it_starts_is_reported_cancelled(monkeypatch: Any) -> None:
+    """The cancel kills the step's group while bubblewrap is still setting up: bubblewrap then dies
+    without reporting a child, and the run is `cancelled`, not a sandbox failure."""
+    spec = RunSpec(language="python", code="print('RAN')")
+    with fresh_pool("bwrap", "codeexec-cancelstart", 0) as (backend, _root):
+        real = backend._spawn
+
+        def cancelled_while_starting(lang: Any, ws: Any, step: Any, fsize: int, cgroup: Any) -> Any:
+            proc, _block_w, fds = real(lang, ws, step, fsize, cgroup)
+            backend.cancel(spec.run_id)  # kills the group: what bubblewrap meets when the cancel comes first
+            proc.wait()
+            bwrap_module._close_all(fds)
+            raise bwrap_module.SandboxUnavailable(f"bubblewrap did not start (exit status {proc.returncode}): ")
+
+        monkeypatch.setattr(backend, "_spawn", cancelled_while_starting)
+        result = backend.run(spec)
+    assert result.status == Status.CANCELLED, result.as_dict()
+    assert result.error is not None and result.error.code == ErrorCode.CANCELLED
+    assert "RAN" not in result.stdout
+
+
 def test_enter_args_refuse_a_file_size_cap_the_shell_cannot_express() -> None:
     group = SimpleNamespace(paths={"memory": Path("/sys/fs/cgroup/memory/x"), "pids": Path("/sys/fs/cgroup/pids/x")})
     args = bwrap_module._enter_args(64 * 1024 * 1024, group)  # type: ignore[arg-type]

@@ -114,20 +114,7 @@ def test_a_warm_run_gets_its_own_limits(pooled: Any) -> None:
     assert int(result.stdout.split()[-1]) < 8
 
 
-@pytest.fixture(scope="module")
-def blocked(pooled: Any) -> Iterator[Any]:
-    """A pool whose sandboxes wait before their interpreter: docker's always do; bwrap's with
-    SANDBOX_WARM_PRESTART=0. (A started interpreter's run counts from the interpreter's start, as a cold
-    run does: tests/sandbox/test_started_interpreters.py.)"""
-    if pooled.name != "bwrap":
-        yield pooled
-        return
-    with fresh_pool("bwrap", "codeexec-blocked", POOL, warm_prestart=False) as (backend, _root):
-        yield backend
-
-
-def test_a_warm_run_counts_its_usage_from_zero(blocked: Any) -> None:
-    pooled = blocked
+def test_a_warm_run_counts_its_usage_from_zero(pooled: Any) -> None:
     _full(pooled)
     entries = list(pooled._pool["python"])
     burn = (
