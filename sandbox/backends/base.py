@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
@@ -58,8 +58,21 @@ class SandboxConfig:
             cgroup_parent=env.get("SANDBOX_CGROUP_PARENT", base.cgroup_parent),
             build_cache_mb=int(env.get("SANDBOX_BUILD_CACHE_MB", base.build_cache_mb)),
             warm_pool=int(env.get("SANDBOX_WARM_POOL", base.warm_pool)),
-            warm_prestart=env.get("SANDBOX_WARM_PRESTART", "1").strip().lower() not in ("0", "false", "no", "off"),
+            warm_prestart=_flag(env, "SANDBOX_WARM_PRESTART", base.warm_prestart),
         )
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean variable read as the service's settings read it (codeexec_site/env.py): a typo fails."""
+    value = env.get(name)
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {value!r}")
 
 
 class Backend:

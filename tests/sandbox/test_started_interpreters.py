@@ -248,6 +248,9 @@ def test_the_prestart_can_be_turned_off() -> None:
     assert SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": "0"}).warm_prestart is False
     assert SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": "off"}).warm_prestart is False
     assert SandboxConfig.from_env({}).warm_prestart is True
+    assert SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": ""}).warm_prestart is False  # as settings read it
+    with pytest.raises(ValueError, match="SANDBOX_WARM_PRESTART must be a boolean"):
+        SandboxConfig.from_env({"SANDBOX_WARM_PRESTART": "flase"})
     with fresh_pool("bwrap", "codeexec-unstarted", 1, warm_prestart=False) as (backend, _root):
         assert backend.wait_for_pool(60)
         entries = [e for pool in backend._pool.values() for e in pool]
