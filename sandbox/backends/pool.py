@@ -15,9 +15,10 @@ its interpreter starts with the run's own argv and environment and stops where i
 which is a pipe until a run comes. Once the interpreter holds the pipe open, the entry file becomes a
 regular file with the program, the program goes into the pipe, and the end of file lets the interpreter
 run it: the interpreter's start is off the run's path too, and, like bwrap's own set-up, not in the
-run's wall or CPU time. A run whose program an interpreter would read differently from a pipe, that brings a file the
-interpreter reads as it starts, or whose lower limits the start did not keep within, takes another
-sandbox (`_fits`). A run that comes while the interpreter is still starting waits for the rest of it.
+run's wall or CPU time. A run whose program an interpreter would read differently from a pipe, that
+brings a file the interpreter reads as it starts, or whose lower limits the start did not keep within,
+takes another sandbox (`_fits`). A run that comes while the interpreter is still starting waits for the
+rest of it.
 
 The same entries serve a compiled language's run step: `_prestart_run_step` starts it, with the run's
 own limits, on a long-lived thread while the compiler runs, and the run step takes it as a warm one
