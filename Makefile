@@ -41,7 +41,8 @@ bench: venv
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The whole service on this Linux host, bwrap backend, no Docker: migrations (which also apply
-# API_KEYS), one Dramatiq worker process and gunicorn with threaded workers. Ctrl-C stops both.
+# API_KEYS), one Dramatiq worker process and gunicorn with threaded workers (scripts/run-host.sh).
+# Ctrl-C stops both gracefully: running runs finish, warm sandboxes are removed.
 WORKER_THREADS ?= 4
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
@@ -52,12 +53,7 @@ run: venv
 	  exit 1; fi
 	DEBUG=$${DEBUG:-1} $(PY) manage.py ensuredb
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
-	trap 'kill 0' EXIT INT TERM; \
-	DEBUG=$${DEBUG:-1} \
-	  $(PY) manage.py rundramatiq --processes 1 --threads $(WORKER_THREADS) & \
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/gunicorn codeexec_site.wsgi -b 0.0.0.0:$(PORT) -k gthread \
-	  --workers $(WEB_WORKERS) --threads $(WEB_THREADS) --timeout 200 --graceful-timeout 30 & \
-	wait
+	DEBUG=$${DEBUG:-1} scripts/run-host.sh $(PY) $(VENV)/bin/gunicorn $(PORT) $(WORKER_THREADS) $(WEB_WORKERS) $(WEB_THREADS)
 
 # Docker Compose: `docker compose` (v2) or docker-compose 1.29, whichever is installed (scripts/compose.sh).
 up:
