@@ -56,6 +56,9 @@ def build(
         if "warm" in docker:  # the docker backend through its warm pool
             docker_row["docker_backend_warm"] = against_bare(docker["warm"], "python")
             docker_row["warm_vs_plain"] = ratio(statistics.median(docker["warm"]), plain)
+        if "warm-blocked" in docker:  # ... with the interpreter not started ahead (SANDBOX_WARM_PRESTART=0)
+            docker_row["docker_backend_warm_blocked"] = against_bare(docker["warm-blocked"], "python")
+            docker_row["warm_blocked_vs_plain"] = ratio(statistics.median(docker["warm-blocked"]), plain)
     return {
         "benchmark": "codeexec",
         "settings": settings,
@@ -119,6 +122,9 @@ def table(report: dict[str, Any]) -> str:
         if "docker_backend_warm" in docker:
             lines.append(row("docker backend warm (python)", docker["docker_backend_warm"]))
             lines.append(f"{'':<28} docker backend warm / plain docker run: {docker['warm_vs_plain']:.2f}")
+        if "docker_backend_warm_blocked" in docker:
+            lines.append(row("docker warm, blocked (python)", docker["docker_backend_warm_blocked"]))
+            lines.append(f"{'':<28} blocked / plain docker run: {docker['warm_blocked_vs_plain']:.2f}")
     e2e = report["e2e"]
     lines.append(row("POST /v1/runs (wait: true)", e2e))
     lines.append(f"{'':<28} p90 / bare p90: {e2e['p90_ratio']:.2f}, p99 / bare p99: {e2e['p99_ratio']:.2f}")

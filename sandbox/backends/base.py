@@ -35,8 +35,8 @@ class SandboxConfig:
     # sandboxes (bwrap) or containers (docker) kept started per interpreted language for runs with
     # default settings, in processes that call start_pool (see backends/pool.py)
     warm_pool: int = 2
-    # bwrap: a warm sandbox of an interpreted language starts its interpreter too, which then waits for
-    # its program (backends/pool.py); off, it waits before the interpreter starts
+    # a warm sandbox (or container) of an interpreted language starts its interpreter too, which then
+    # waits for its program (backends/pool.py); off, it waits before the interpreter starts
     warm_prestart: bool = True
     # docker backend
     host_workdir: Path | None = None

@@ -17,7 +17,6 @@ Containment pipeline of one step (compile or run), top to bottom:
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
@@ -30,8 +29,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from ..cgroups import CgroupDriver, RunCgroup
 from ..errors import SandboxUnavailable
@@ -55,11 +55,6 @@ SOFT_OPEN_FILES = 1024
 SH = "/bin/sh"
 SETPRIV = "/usr/bin/setpriv"
 INFO_TIMEOUT_S = 10.0
-# A started interpreter's program pipe (pool.py): how often a run whose interpreter is still starting
-# checks whether it has opened its end yet, and what the pipe is grown to for a program longer than the
-# kernel's default of 64 KiB (MAX_CODE_BYTES is 256 KiB by default); a longer program takes another sandbox.
-SOURCE_POLL_S = 0.001
-SOURCE_PIPE_BYTES = 1 << 20
 # What the spawned process runs as root before it becomes setpriv, then bwrap (step 2 above), with its
 # arguments: the file size cap in 512-byte blocks (POSIX `ulimit -f` units; shells in POSIX mode, dash,
 # bash as sh and busybox alike), the soft and hard open files caps, how many cgroup.procs files follow,
@@ -251,7 +246,7 @@ class BwrapBackend(PooledBackend):
             # bwrap (and a started interpreter) set itself up inside the group: the run's usage counts from
             # its program on, cold or warm, as its wall time does.
             cgroup.reset_usage()
-            interpreter = warm if isinstance(warm, _Warm) and warm.source_pipe is not None else None
+            interpreter = warm if warm is not None and warm.source_pipe is not None else None
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
             if interpreter is not None:
@@ -320,7 +315,7 @@ class BwrapBackend(PooledBackend):
             except BaseException:
                 warm.discard(keep_workspace=True)
                 raise
-            warm.source_pipe, warm.source_pipe_bytes = pipe, SOURCE_PIPE_BYTES
+            warm.source_pipe = pipe
         return warm
 
     def _backend_leftovers(self) -> list[str]:
@@ -333,48 +328,18 @@ class BwrapBackend(PooledBackend):
 class _Warm(WarmEntry):
     """bwrap started ahead, blocked on its --block-fd, its processes already in their cgroup."""
 
-    cgroup: RunCgroup = dataclasses.field(kw_only=True)
     proc: subprocess.Popen[bytes] = dataclasses.field(kw_only=True)
     block_w: int = dataclasses.field(kw_only=True)
     fds: list[int] = dataclasses.field(kw_only=True)
-    source_pipe: Path | None = dataclasses.field(default=None, kw_only=True)  # a started interpreter's
+    own_pids: ClassVar[int] = BWRAP_OWN_PIDS
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def started_within(self, memory_bytes: int, pids: int) -> bool:
-        if not self.source_pipe_bytes:
-            return True
-        peak = self.cgroup.memory_peak_bytes()
-        return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + BWRAP_OWN_PIDS
-
-    def feed(self, program: bytes, deadline: float, cancelled: Callable[[], bool]) -> None:
-        """Give the started interpreter its program. Once the interpreter has opened its end of the pipe
-        (it may still be starting), the entry file becomes a regular file with the program (renamed over
-        the pipe, for everything that opens it by name: a syntax error's report, tracebacks, the program
-        itself), then the program goes into the pipe (which holds it all: the pool's _fits), then the end
-        of file. An interpreter that exits first, a deadline that passes or a cancel is left to
-        supervise(), which reports it as on the cold path. Anything else that fails kills the sandbox
-        before the end of file could let a part of the program run."""
-        assert self.source_pipe is not None
-        fd = _open_when_read(self.source_pipe, self.proc, deadline, cancelled)
-        if fd is None:
-            return
-        try:
-            self.ws.replace_source(self.source_pipe.name, program)
-            if len(program) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, self.source_pipe_bytes)
-            try:
-                written = os.write(fd, program) if program else 0
-            except BrokenPipeError:
-                return  # the interpreter died meanwhile: supervise() reports how
-            if written != len(program):
-                raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
-        except BaseException:
-            self.cgroup.kill_all()
-            raise
-        finally:
-            os.close(fd)
+    def exited(self) -> bool:
+        # bubblewrap's own process: when it has ended, what is left of the sandbox dies with it
+        # (--die-with-parent); not reaped, for supervise() to report how it ended.
+        return _exited(self.proc)
 
     def discard(self, keep_workspace: bool = False) -> None:
         self.cgroup.destroy()
@@ -398,23 +363,6 @@ def _enter_args(fsize: int, cgroup: RunCgroup) -> list[str]:
         raise ValueError(f"file size cap {fsize} is not a whole number of 512-byte blocks")
     procs = [str(path / "cgroup.procs") for path in dict.fromkeys(cgroup.paths.values())]
     return [str(fsize // 512), str(SOFT_OPEN_FILES), str(MAX_OPEN_FILES), str(len(procs)), *procs]
-
-
-def _open_when_read(
-    pipe: Path, proc: subprocess.Popen[bytes], deadline: float, cancelled: Callable[[], bool]
-) -> int | None:
-    """The write end of a started interpreter's program pipe, once the interpreter has opened its end (the
-    open fails with ENXIO before: a FIFO without a reader); None if the process ended, `deadline` passed
-    or the run was cancelled first. The process is not reaped: supervise() watches it next."""
-    while True:
-        try:
-            return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-        if _exited(proc) or time.monotonic() >= deadline or cancelled():
-            return None
-        time.sleep(SOURCE_POLL_S)
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:

@@ -18,7 +18,9 @@ Containment of one step, top to bottom:
 With start_pool() (see pool.py), steps 1-3 happen ahead for the commonest runs: a warm container is
 made by the same code as a cold one, with the pool's default limits, and waits at its gate; the run
 that takes it writes its sources into its /work, sets its own memory and pids limits in the container's
-cgroup, resets its counters and opens the gate. Each warm container serves one run and is removed.
+cgroup, resets its counters and opens the gate. With `warm_prestart` the gate opens when the container
+is made, and its interpreter starts and waits for its program on a pipe at its entry file in /work,
+which the run fills (pool.py: started interpreters). Each warm container serves one run and is removed.
 """
 
 from __future__ import annotations
@@ -169,12 +171,15 @@ class DockerBackend(PooledBackend):
         try:
             if warm is not None:
                 # Made ahead with the same command, environment and mounts; only the limits are the run's.
-                assert gated.cgroup is not None  # a container whose cgroup we cannot see is never kept warm
-                gated.cgroup.set_limits(step.memory_bytes, step.pids)
-                gated.cgroup.reset_usage()
-            gated.release()
+                warm.cgroup.set_limits(step.memory_bytes, step.pids)
+                warm.cgroup.reset_usage()
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
+            if warm is not None and warm.source_pipe is not None:
+                # Released when it was made: its interpreter reads its program now (on the run's clock).
+                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
+            else:
+                gated.release()
             return self._supervise(gated.container, gated.raw, step, started, is_cancelled, gated.cgroup)
         finally:
             gated.close()
@@ -432,7 +437,7 @@ class DockerBackend(PooledBackend):
     def _start_warm_entry(
         self, spec: RunSpec, ws: Workspace, step: Step, fsize: int, start_interpreter: bool = False
     ) -> _WarmContainer:
-        # start_interpreter is not done here: the container waits before its interpreter starts.
+        pipe = ws.make_source_pipe(spec.lang.entry_file) if start_interpreter else None
         gated = self._start_gated(spec, ws, step, fsize)
         if gated.cgroup is None:
             gated.close()
@@ -441,9 +446,26 @@ class DockerBackend(PooledBackend):
                 "the container's cgroup is not visible here, so a run's limits could not be set on a warm "
                 "container (share the host's cgroups with the worker, or set SANDBOX_WARM_POOL=0)"
             )
-        return _WarmContainer(
-            spec.lang.name, spec.limits.disk_mb, fsize, tuple(step.argv), dict(step.env), ws, gated=gated
+        warm = _WarmContainer(
+            spec.lang.name,
+            spec.limits.disk_mb,
+            fsize,
+            tuple(step.argv),
+            dict(step.env),
+            ws,
+            cgroup=gated.cgroup,
+            gated=gated,
         )
+        if pipe is not None:
+            try:
+                # The interpreter starts now, under the pool's limits, and stops where it reads its program
+                # (its entry file, a pipe in the run's /work, which the container shares with us).
+                gated.release()
+            except BaseException:
+                warm.discard(keep_workspace=True)
+                raise
+            warm.source_pipe = pipe
+        return warm
 
     def cancel(self, run_id: str) -> bool:
         found = self._mark_cancelled(run_id)
@@ -528,16 +550,16 @@ class _Gated:
 
 @dataclasses.dataclass
 class _WarmContainer(WarmEntry):
-    """A container started ahead with the pool's default limits, waiting at its gate."""
+    """A container started ahead with the pool's default limits, waiting at its gate (or, a started
+    interpreter, released at once: its interpreter waits for its program)."""
 
     gated: _Gated = dataclasses.field(kw_only=True)
 
     def alive(self) -> bool:
-        cgroup = self.gated.cgroup
-        if cgroup is None or not cgroup.procs():  # killed or removed (its group goes with it)
+        if self.exited():  # killed or removed (its group goes with it)
             return False
         try:
-            # A container waiting at its gate says nothing: anything readable is the end of the stream.
+            # A container waiting for its run says nothing: anything readable is the end of the stream.
             readable, _, _ = select.select([self.gated.raw], [], [], 0)
         except (OSError, ValueError):
             return False

@@ -10,7 +10,7 @@ written into the sandbox's cgroup and its counters reset, its sources go into /w
 the program released. Anything else takes the cold path. A warm sandbox is never reused; the thread
 starts another once runs have been quiet for REFILL_QUIET_S, or at once when its language has none left.
 
-With `config.warm_prestart` (bwrap), a warm sandbox goes one step further: it is released at once, and
+With `config.warm_prestart`, a warm sandbox goes one step further: it is released at once, and
 its interpreter starts with the run's own argv and environment and stops where it opens its entry file,
 which is a pipe until a run comes. Once the interpreter holds the pipe open, the entry file becomes a
 regular file with the program, the program goes into the pipe, and the end of file lets the interpreter
@@ -31,13 +31,20 @@ A backend supplies `_start_warm_entry` (start one, blocked) and a WarmEntry with
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import logging
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
+from ..cgroups import RunCgroup
+from ..errors import SandboxUnavailable
 from ..languages import Language, all_languages
 from ..limits import MIB
 from ..spec import RunSpec
@@ -55,6 +62,11 @@ REFILL_QUIET_S = 0.005
 # After a failed start the thread waits this long, doubling up to the maximum (an engine that is down).
 RETRY_S, RETRY_MAX_S = 1.0, 30.0
 WARM_PREFIX = "warm-"
+# A started interpreter's program pipe: how often a run whose interpreter is still starting checks whether
+# it has opened its end yet, and what the pipe is grown to for a program longer than the kernel's default
+# of 64 KiB (MAX_CODE_BYTES is 256 KiB by default); a longer program takes another sandbox.
+SOURCE_POLL_S = 0.001
+SOURCE_PIPE_BYTES = 1 << 20
 # In a taken sandbox's directory: the run's id, so a cancel from another process finds the directory.
 TAKEN_BY = "taken-by"
 
@@ -69,14 +81,23 @@ class WarmEntry:
     argv: tuple[str, ...]
     env: dict[str, str]
     ws: Workspace
+    cgroup: RunCgroup = dataclasses.field(kw_only=True)  # its processes' group, with the pool's limits until taken
     used: bool = dataclasses.field(default=False, kw_only=True)
-    # 0: blocked before its interpreter. Otherwise its interpreter is started and waits for the program on
-    # a pipe at its entry file (a started interpreter), which holds this many bytes.
-    source_pipe_bytes: int = dataclasses.field(default=0, kw_only=True)
+    # None: blocked before its interpreter. Otherwise its interpreter is started and waits for the program
+    # on this pipe, its entry file in /work (a started interpreter).
+    source_pipe: Path | None = dataclasses.field(default=None, kw_only=True)
+
+    # Processes of the sandbox's own in its group, beside the program's (bwrap's two).
+    own_pids: ClassVar[int] = 0
 
     @property
     def name(self) -> str:
         return self.ws.run_dir.name
+
+    @property
+    def source_pipe_bytes(self) -> int:
+        """How long a program the started interpreter's pipe takes (0: not a started interpreter)."""
+        return SOURCE_PIPE_BYTES if self.source_pipe is not None else 0
 
     def fits(self, step: Step, fsize: int) -> bool:
         """Started with exactly what this step would start with (its limits are set on taking it)."""
@@ -95,10 +116,63 @@ class WarmEntry:
         """Stop and remove the sandbox (and its workspace, unless a run keeps using it)."""
         raise NotImplementedError
 
+    def exited(self) -> bool:
+        """Whether the sandbox has ended (how, the step's supervision reports): here, when no process is
+        left in its group."""
+        return not self.cgroup.procs()
+
     def started_within(self, memory_bytes: int, pids: int) -> bool:
         """A started interpreter: whether its start has used no more memory and processes so far than these
         limits allow (what remains of it runs under them: as it would have started under them)."""
-        return not self.source_pipe_bytes
+        if self.source_pipe is None:
+            return True
+        peak = self.cgroup.memory_peak_bytes()
+        return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + self.own_pids
+
+    def feed(self, program: bytes, deadline: float, cancelled: Callable[[], bool]) -> None:
+        """Give the started interpreter its program. Once the interpreter has opened its end of the pipe
+        (it may still be starting), the entry file becomes a regular file with the program (renamed over
+        the pipe, for everything that opens it by name: a syntax error's report, tracebacks, the program
+        itself), then the program goes into the pipe (which holds it all: PooledBackend._fits), then the
+        end of file. An interpreter that exits first, a deadline that passes or a cancel is left to the
+        step's supervision, which reports it as on the cold path. Anything else that fails kills the
+        sandbox before the end of file could let a part of the program run."""
+        assert self.source_pipe is not None
+        fd = open_when_read(self.source_pipe, self.exited, deadline, cancelled)
+        if fd is None:
+            return
+        try:
+            self.ws.replace_source(self.source_pipe.name, program)
+            if len(program) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, SOURCE_PIPE_BYTES)
+            try:
+                written = os.write(fd, program) if program else 0
+            except BrokenPipeError:
+                return  # the interpreter died meanwhile: the supervision reports how
+            if written != len(program):
+                raise SandboxUnavailable(f"the program's pipe took {written} of its {len(program)} bytes")
+        except BaseException:
+            self.cgroup.kill_all()
+            raise
+        finally:
+            os.close(fd)
+
+
+def open_when_read(
+    pipe: Path, exited: Callable[[], bool], deadline: float, cancelled: Callable[[], bool]
+) -> int | None:
+    """The write end of a started interpreter's program pipe, once the interpreter has opened its end (the
+    open fails with ENXIO before: a FIFO without a reader); None if the sandbox ended (`exited`), `deadline`
+    passed or the run was cancelled first."""
+    while True:
+        try:
+            return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        if exited() or time.monotonic() >= deadline or cancelled():
+            return None
+        time.sleep(SOURCE_POLL_S)
 
 
 class PooledBackend(StepBackend):
