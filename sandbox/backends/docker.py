@@ -32,8 +32,10 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +302,9 @@ class DockerBackend(PooledBackend):
         cgroup: RunCgroup | None,
     ) -> tuple[StepOutcome, StepUsage]:
         deadline = started + step.timeout_ms / 1000
+        # Asked now, answered as the container stops, about when its output ends: asked after the end of the
+        # output, the engine took another ~8 ms to answer here.
+        exit_status = _wait_on_thread(container, step.timeout_ms / 1000 + 2 * KILL_WAIT_S)
         output = CappedOutput(step.max_output_bytes, step.on_output)
         pending = b""
         stdin_view = memoryview(step.stdin)
@@ -379,7 +384,7 @@ class DockerBackend(PooledBackend):
         except OSError:
             pass
         try:
-            status = container.wait(timeout=max(1.0, deadline - time.monotonic() + KILL_WAIT_S))
+            status = exit_status.result(timeout=max(1.0, deadline - time.monotonic() + KILL_WAIT_S))
             code = int(status.get("StatusCode", -1))
         except Exception:
             _kill(container)
@@ -570,6 +575,20 @@ class _WarmContainer(WarmEntry):
         self.gated.remove()
         if not keep_workspace:
             self.ws.destroy()
+
+
+def _wait_on_thread(container: Any, timeout_s: float) -> Future[dict[str, Any]]:
+    """`container.wait()` on a thread of its own: the container's exit status once it has stopped."""
+    future: Future[dict[str, Any]] = Future()
+
+    def wait() -> None:
+        try:
+            future.set_result(container.wait(timeout=timeout_s))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=wait, name="cx-docker-wait", daemon=True).start()
+    return future
 
 
 def _dir_label(container: Any) -> str | None:
