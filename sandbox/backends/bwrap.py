@@ -309,13 +309,7 @@ class BwrapBackend(PooledBackend):
             fds=fds,
         )
         if pipe is not None:
-            try:
-                # The interpreter starts now, under the pool's limits, and stops where it reads its program.
-                os.write(block_w, b"1")
-            except BaseException:
-                warm.discard(keep_workspace=True)
-                raise
-            warm.source_pipe = pipe
+            warm.start_interpreter(pipe)
         return warm
 
     def _backend_leftovers(self) -> list[str]:
@@ -335,6 +329,9 @@ class _Warm(WarmEntry):
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def release(self) -> None:
+        os.write(self.block_w, b"1")  # bwrap forks the program (the interpreter), inside its cgroup
 
     def exited(self) -> bool:
         # bubblewrap's own process: when it has ended, what is left of the sandbox dies with it

@@ -462,14 +462,7 @@ class DockerBackend(PooledBackend):
             gated=gated,
         )
         if pipe is not None:
-            try:
-                # The interpreter starts now, under the pool's limits, and stops where it reads its program
-                # (its entry file, a pipe in the run's /work, which the container shares with us).
-                gated.release()
-            except BaseException:
-                warm.discard(keep_workspace=True)
-                raise
-            warm.source_pipe = pipe
+            warm.start_interpreter(pipe)  # the pipe is in the run's /work, which the container shares with us
         return warm
 
     def cancel(self, run_id: str) -> bool:
@@ -559,6 +552,9 @@ class _WarmContainer(WarmEntry):
     interpreter, released at once: its interpreter waits for its program)."""
 
     gated: _Gated = dataclasses.field(kw_only=True)
+
+    def release(self) -> None:
+        self.gated.release()
 
     def alive(self) -> bool:
         if self.exited():  # killed or removed (its group goes with it)

@@ -116,6 +116,20 @@ class WarmEntry:
         """Stop and remove the sandbox (and its workspace, unless a run keeps using it)."""
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Let the sandbox go on from where it waits, before its interpreter."""
+        raise NotImplementedError
+
+    def start_interpreter(self, pipe: Path) -> None:
+        """Release the sandbox now, with `pipe` (a FIFO at its entry file) for the program: its interpreter
+        starts, under the pool's limits, and waits there for its program (a started interpreter)."""
+        try:
+            self.release()
+        except BaseException:
+            self.discard(keep_workspace=True)
+            raise
+        self.source_pipe = pipe
+
     def exited(self) -> bool:
         """Whether the sandbox has ended (how, the step's supervision reports): here, when no process is
         left in its group."""
