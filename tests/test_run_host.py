@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "run-host.sh"
 
-# A server stand-in: logs "<role> start <pgid>", then each signal it gets; ends 0.3 s after the first
-# SIGTERM (a graceful stop takes a while: a second signal would land in it), or with EXIT_CODE when set.
+# A server stand-in: logs "<role> start <pgid> <stdin>", then each signal it gets; ends STAY_S (0.3) s after
+# the first SIGTERM (a graceful stop takes a while: a second signal would land in it), or with
+# EXIT_CODE_<ROLE> when set.
 SERVER = textwrap.dedent(
     """\
     import os, signal, sys, time
@@ -34,16 +36,36 @@ SERVER = textwrap.dedent(
             stopping.append(time.monotonic())
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on)
-    log.write(f"{role} start {os.getpgid(0)}\\n")
+    log.write(f"{role} start {os.getpgid(0)} {os.readlink('/proc/self/fd/0')}\\n")
     code = os.environ.get("EXIT_CODE_" + role.upper())
     if code is not None:
         time.sleep(0.3)
         sys.exit(int(code))
-    while not stopping or time.monotonic() - stopping[0] < 0.3:
+    stay = float(os.environ.get("STAY_S", "0.3"))
+    while not stopping or time.monotonic() - stopping[0] < stay:
         time.sleep(0.02)
     log.write(f"{role} end\\n")
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(tmp_path: Path) -> Iterator[None]:
+    """Whatever a failing test leaves (the script, stand-ins in their own groups) is killed."""
+    yield
+    log = tmp_path / "signals.log"
+    groups = [int(line.split()[2]) for line in _lines(log) if " start " in line] if log.exists() else []
+    for pgid in groups + [p.pid for p in STARTED]:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in STARTED:
+        proc.wait(timeout=10)
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def _start(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -57,11 +79,13 @@ def _start(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
         [str(SCRIPT), str(fake), str(fake), "18999", "4", "2", "16"],
         cwd=ROOT,
         env={**os.environ, "LOG": str(log), **env},
+        stdin=subprocess.PIPE,  # as the terminal would be: the servers must not get it
         # As a terminal runs `make run`: a process group of its own (the foreground one), with SIGINT
         # and SIGQUIT at their defaults whatever this test process inherited.
         process_group=0,
         preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGQUIT)],
     )
+    STARTED.append(proc)
     deadline = time.monotonic() + 20
     while log.read_text().count(" start ") < 2 if log.exists() else True:
         assert time.monotonic() < deadline, "the stand-in servers did not start"
@@ -78,7 +102,8 @@ def _lines(log: Path) -> list[str]:
 def test_a_stop_reaches_each_server_once(tmp_path: Path, sig: signal.Signals) -> None:
     proc, log = _start(tmp_path)
     starts = [line.split() for line in _lines(log) if " start " in line]
-    assert all(int(pgid) != proc.pid for _role, _start, pgid in starts), "the servers share the terminal's group"
+    assert all(int(pgid) != proc.pid for _role, _start, pgid, _stdin in starts), "the servers share its group"
+    assert all(stdin == "/dev/null" for *_, stdin in starts), starts  # never the terminal
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals its foreground process group
     else:
@@ -105,3 +130,28 @@ def test_wrong_usage_is_refused() -> None:
     done = subprocess.run([str(SCRIPT), "python"], cwd=ROOT, capture_output=True, text=True, timeout=10)
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_a_stopped_server_is_continued_so_it_can_stop(tmp_path: Path) -> None:
+    proc, log = _start(tmp_path)
+    found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    web_pid = next(int(p) for p in found if "codeexec_site.wsgi" in Path(f"/proc/{p}/cmdline").read_text())
+    os.kill(web_pid, signal.SIGSTOP)  # as a terminal's SIGTTIN would
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=20) == 128 + signal.SIGINT
+    lines = _lines(log)
+    assert [line for line in lines if line.startswith("web ") and " start " not in line] == [
+        "web SIGTERM",
+        "web end",
+    ], lines
+
+
+def test_a_third_stop_signal_kills_both(tmp_path: Path) -> None:
+    proc, log = _start(tmp_path, STAY_S="60")  # a graceful stop that would take a minute
+    for _ in range(3):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+    assert proc.wait(timeout=20) == 128 + signal.SIGINT
+    lines = _lines(log)
+    assert lines.count("worker SIGTERM") == 1 and lines.count("web SIGTERM") == 1, lines
+    assert not any(line.endswith(" end") for line in lines), lines  # killed, not ended
