@@ -123,7 +123,7 @@ def table(report: dict[str, Any]) -> str:
             lines.append(row("docker backend warm (python)", docker["docker_backend_warm"]))
             lines.append(f"{'':<28} docker backend warm / plain docker run: {docker['warm_vs_plain']:.2f}")
         if "docker_backend_warm_blocked" in docker:
-            lines.append(row("docker warm, blocked (python)", docker["docker_backend_warm_blocked"]))
+            lines.append(row("docker warm-blocked (python)", docker["docker_backend_warm_blocked"]))
             lines.append(f"{'':<28} blocked / plain docker run: {docker['warm_blocked_vs_plain']:.2f}")
     e2e = report["e2e"]
     lines.append(row("POST /v1/runs (wait: true)", e2e))

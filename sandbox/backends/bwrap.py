@@ -291,7 +291,6 @@ class BwrapBackend(PooledBackend):
         cgroup = self.cgroups.group(f"{spec.run_id}.{step.name}")
         try:
             cgroup.create(step.memory_bytes, step.pids + BWRAP_OWN_PIDS)
-            pipe = ws.make_source_pipe(spec.lang.entry_file) if start_interpreter else None
             proc, block_w, fds = self._spawn(spec.lang, ws, step, fsize, cgroup)
         except BaseException:
             cgroup.destroy()
@@ -308,8 +307,8 @@ class BwrapBackend(PooledBackend):
             block_w=block_w,
             fds=fds,
         )
-        if pipe is not None:
-            warm.start_interpreter(pipe)
+        if start_interpreter:
+            warm.start_interpreter(spec.lang)
         return warm
 
     def _backend_leftovers(self) -> list[str]:

@@ -96,7 +96,9 @@ class DockerBackend(PooledBackend):
             except ImportError as exc:
                 raise SandboxUnavailable("the docker backend needs the docker SDK: pip install docker") from exc
             try:
-                self._client = docker.from_env(timeout=60)
+                # A connection per running step (its exit status is awaited on a thread) and a few more
+                # (the pool, clean-ups): docker-py's default of 10 would make busy workers reconnect.
+                self._client = docker.from_env(timeout=60, max_pool_size=64)
                 self._client.ping()
             except Exception as exc:
                 self._client = None
@@ -339,8 +341,7 @@ class DockerBackend(PooledBackend):
             if cgroup is None:
                 cgroup = self._container_cgroup(container.id)
             if cgroup is not None:
-                cpu_seen = cgroup.cpu_usage_ms() or cpu_seen
-                peak_seen = cgroup.memory_peak_bytes() or peak_seen
+                cpu_seen, peak_seen = _usage(cgroup, cpu_seen, peak_seen)
                 oom_seen = max(oom_seen, cgroup.oom_kills())
             want_write = [raw] if stdin_view else []
             readable, writable, _ = select.select([raw], want_write, [], POLL_S)
@@ -375,8 +376,7 @@ class DockerBackend(PooledBackend):
                         output.add(DOCKER_STREAMS[stream_id], payload)
         ended = time.monotonic()
         if cgroup is not None:  # the last reading, if the group is still there
-            cpu_seen = cgroup.cpu_usage_ms() or cpu_seen
-            peak_seen = cgroup.memory_peak_bytes() or peak_seen
+            cpu_seen, peak_seen = _usage(cgroup, cpu_seen, peak_seen)
         # Hang up before waiting: an engine still copying a flood into our socket would otherwise block
         # the container's teardown (and every call about it) until we read again.
         try:
@@ -442,7 +442,6 @@ class DockerBackend(PooledBackend):
     def _start_warm_entry(
         self, spec: RunSpec, ws: Workspace, step: Step, fsize: int, start_interpreter: bool = False
     ) -> _WarmContainer:
-        pipe = ws.make_source_pipe(spec.lang.entry_file) if start_interpreter else None
         gated = self._start_gated(spec, ws, step, fsize)
         if gated.cgroup is None:
             gated.close()
@@ -461,8 +460,8 @@ class DockerBackend(PooledBackend):
             cgroup=gated.cgroup,
             gated=gated,
         )
-        if pipe is not None:
-            warm.start_interpreter(pipe)  # the pipe is in the run's /work, which the container shares with us
+        if start_interpreter:
+            warm.start_interpreter(spec.lang)  # its pipe is in the run's /work, which the container shares
         return warm
 
     def cancel(self, run_id: str) -> bool:
@@ -560,17 +559,28 @@ class _WarmContainer(WarmEntry):
         if self.exited():  # killed or removed (its group goes with it)
             return False
         try:
-            # A container waiting for its run says nothing: anything readable is the end of the stream.
+            # Readable and nothing to read is the end of the stream. (A started interpreter may have said
+            # something as it started: that stays for the run, which reads it as a cold run would.)
             readable, _, _ = select.select([self.gated.raw], [], [], 0)
+            return not readable or self.gated.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
         except (OSError, ValueError):
             return False
-        return not readable
 
     def discard(self, keep_workspace: bool = False) -> None:
         self.gated.close()
         self.gated.remove()
         if not keep_workspace:
             self.ws.destroy()
+
+
+def _usage(cgroup: RunCgroup, cpu_ms: int | None, peak_bytes: int | None) -> tuple[int | None, int | None]:
+    """The group's CPU time and memory peak now, or the last ones seen where it is gone (a stopped
+    container's group is removed by the engine). 0 ms is a reading: a program that has not used a whole
+    millisecond yet, as a started interpreter running `pass` may be at the first one."""
+    cpu, peak = cgroup.cpu_usage_ms(), cgroup.memory_peak_bytes()
+    return (cpu if cpu is not None else cpu_ms), (peak if peak is not None else peak_bytes)
 
 
 def _wait_on_thread(container: Any, timeout_s: float) -> Future[dict[str, Any]]:

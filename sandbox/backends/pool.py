@@ -120,10 +120,11 @@ class WarmEntry:
         """Let the sandbox go on from where it waits, before its interpreter."""
         raise NotImplementedError
 
-    def start_interpreter(self, pipe: Path) -> None:
-        """Release the sandbox now, with `pipe` (a FIFO at its entry file) for the program: its interpreter
-        starts, under the pool's limits, and waits there for its program (a started interpreter)."""
+    def start_interpreter(self, lang: Language) -> None:
+        """Make its entry file a pipe (a FIFO in /work) and release the sandbox now: its interpreter starts,
+        under the pool's limits, and waits there for its program (a started interpreter)."""
         try:
+            pipe = self.ws.make_source_pipe(lang.entry_file)
             self.release()
         except BaseException:
             self.discard(keep_workspace=True)
