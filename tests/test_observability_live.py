@@ -117,9 +117,15 @@ def _exercise(stack: LiveStack, token: str) -> dict[str, Any]:
     signed = call(f"{stack.url}/v1/files/file-nosuchfile/content?expires=9999999999&signature={SIGNATURE_MARKER}")
 
     succeeded = ("codeexec_runs_total", frozenset({("status", "succeeded"), ("language", "python")}))
+    answered = (
+        "codeexec_http_request_duration_seconds_count",
+        frozenset({("method", "POST"), ("route", "run-list"), ("status", "200")}),
+    )
     after = scrape(stack.url)
-    for _ in range(50):  # the worker records before it announces the end; a waiter may reread the row first
-        if after.get(succeeded, 0) > before.get(succeeded, 0):
+    # The worker records before it announces the end, and a waiter may reread the row first; the web
+    # process records a request once its answer has gone out: both may come a moment after the answer.
+    for _ in range(50):
+        if all(after.get(key, 0) > before.get(key, 0) for key in (succeeded, answered)):
             break
         time.sleep(0.1)
         after = scrape(stack.url)
