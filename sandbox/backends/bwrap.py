@@ -43,7 +43,7 @@ from ..spec import RunSpec
 from ..supervise import StepOutcome, supervise
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .pool import PooledBackend, WarmEntry
+from .pool import PooledBackend, WarmEntry, warm_fields
 from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step
 
 log = logging.getLogger(__name__)
@@ -246,12 +246,10 @@ class BwrapBackend(PooledBackend):
             # bwrap (and a started interpreter) set itself up inside the group: the run's usage counts from
             # its program on, cold or warm, as its wall time does.
             cgroup.reset_usage()
-            interpreter = warm if warm is not None and warm.source_pipe is not None else None
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
-            if interpreter is not None:
-                # It reads its program now, once its start got that far (on the run's clock).
-                interpreter.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
+            if warm is not None:
+                warm.start_program(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
             else:
                 os.write(block_w, b"1")  # the program starts now, inside its cgroup
             outcome = supervise(
@@ -295,18 +293,7 @@ class BwrapBackend(PooledBackend):
         except BaseException:
             cgroup.destroy()
             raise
-        warm = _Warm(
-            spec.lang.name,
-            spec.limits.disk_mb,
-            fsize,
-            tuple(step.argv),
-            dict(step.env),
-            ws,
-            cgroup=cgroup,
-            proc=proc,
-            block_w=block_w,
-            fds=fds,
-        )
+        warm = _Warm(*warm_fields(spec, step, fsize, ws), cgroup=cgroup, proc=proc, block_w=block_w, fds=fds)
         if start_interpreter:
             warm.start_interpreter(spec.lang)
         return warm

@@ -47,7 +47,7 @@ from ..spec import RunSpec
 from ..supervise import READ_CHUNK, CappedOutput, StepOutcome
 from ..workspace import Workspace, stale_run_dirs
 from .base import SandboxConfig
-from .pool import PooledBackend, WarmEntry
+from .pool import PooledBackend, WarmEntry, warm_fields
 from .steps import BASE_ENV, SANDBOX_USER_GID, SANDBOX_USER_UID, SYNTHETIC_ETC, Step
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,8 @@ class DockerBackend(PooledBackend):
                 warm.cgroup.reset_usage()
             started = time.monotonic()
             is_cancelled = self._cancel_check(ws, step)
-            if warm is not None and warm.source_pipe is not None:
-                # Released when it was made: its interpreter reads its program now (on the run's clock).
-                warm.feed(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
+            if warm is not None:
+                warm.start_program(spec.code.encode(), started + step.timeout_ms / 1000, is_cancelled)
             else:
                 gated.release()
             return self._supervise(gated.container, gated.raw, step, started, is_cancelled, gated.cgroup)
@@ -450,16 +449,7 @@ class DockerBackend(PooledBackend):
                 "the container's cgroup is not visible here, so a run's limits could not be set on a warm "
                 "container (share the host's cgroups with the worker, or set SANDBOX_WARM_POOL=0)"
             )
-        warm = _WarmContainer(
-            spec.lang.name,
-            spec.limits.disk_mb,
-            fsize,
-            tuple(step.argv),
-            dict(step.env),
-            ws,
-            cgroup=gated.cgroup,
-            gated=gated,
-        )
+        warm = _WarmContainer(*warm_fields(spec, step, fsize, ws), cgroup=gated.cgroup, gated=gated)
         if start_interpreter:
             warm.start_interpreter(spec.lang)  # its pipe is in the run's /work, which the container shares
         return warm

@@ -144,6 +144,14 @@ class WarmEntry:
         peak = self.cgroup.memory_peak_bytes()
         return peak is not None and peak <= memory_bytes and self.cgroup.pids_current() <= pids + self.own_pids
 
+    def start_program(self, program: bytes, deadline: float, cancelled: Callable[[], bool]) -> None:
+        """Let the run's program start, its limits set: fed to a started interpreter (on the run's clock,
+        once the interpreter's start got that far), or the sandbox released before its interpreter."""
+        if self.source_pipe is not None:
+            self.feed(program, deadline, cancelled)
+        else:
+            self.release()
+
     def feed(self, program: bytes, deadline: float, cancelled: Callable[[], bool]) -> None:
         """Give the started interpreter its program. Once the interpreter has opened its end of the pipe
         (it may still be starting), the entry file becomes a regular file with the program (renamed over
@@ -171,6 +179,13 @@ class WarmEntry:
             raise
         finally:
             os.close(fd)
+
+
+def warm_fields(
+    spec: RunSpec, step: Step, fsize: int, ws: Workspace
+) -> tuple[str, int, int, tuple[str, ...], dict[str, str], Workspace]:
+    """A WarmEntry's first fields, those `fits` and the pool match runs by, as `step` of `spec` starts."""
+    return spec.lang.name, spec.limits.disk_mb, fsize, tuple(step.argv), dict(step.env), ws
 
 
 def open_when_read(
